@@ -1,0 +1,65 @@
+//! `agent.toml`: the agent's configuration, in its data directory or given with
+//! `--config`. Every key is optional; unknown keys are refused with the file
+//! and the key named.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use metrom_protocol::duration::serde_str;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Controller address (`HOST:PORT`), overriding the one recorded at join.
+    pub controller: Option<String>,
+    /// libvirt connection URI.
+    pub libvirt_uri: String,
+    /// Docker Engine socket.
+    pub docker_socket: String,
+    /// Longest wait between reconnection attempts.
+    #[serde(with = "serde_str")]
+    pub max_backoff: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            controller: None,
+            libvirt_uri: "qemu:///system".into(),
+            docker_socket: "/var/run/docker.sock".into(),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: cannot read")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl AgentConfig {
+    /// Reads `path`, or the data directory's `agent.toml` if present, or defaults.
+    pub fn load(path: Option<&Path>, data_dir: &Path) -> Result<AgentConfig, ConfigError> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = data_dir.join("agent.toml");
+                if !p.exists() {
+                    return Ok(AgentConfig::default());
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path, message: e.to_string() })
+    }
+}

@@ -1,0 +1,10 @@
+//! The Metrom agent: makes a Linux box a hypervisor host of a Metrom controller.
+
+pub mod backoff;
+pub mod config;
+pub mod enroll;
+pub mod facts;
+pub mod session;
+pub mod work;
+
+pub use metrom_protocol::error_chain;

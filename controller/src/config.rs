@@ -1,0 +1,140 @@
+//! `controller.toml`: the controller's configuration. Every key is optional;
+//! unknown keys are refused with the file and the key named. Command-line flags
+//! override the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use metrom_protocol::duration::serde_str;
+use serde::{Deserialize, Serialize};
+
+/// The controller's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// UDP address of the QUIC endpoint (agents and the CLI).
+    pub listen: SocketAddr,
+    /// Address written into identity bundles and join commands (`HOST:PORT`).
+    /// Defaults to the one given to `init`.
+    pub advertise: Option<String>,
+    /// How often agents send a heartbeat.
+    #[serde(with = "serde_str")]
+    pub heartbeat_interval: Duration,
+    /// A host without a heartbeat for this long is Unreachable.
+    #[serde(with = "serde_str")]
+    pub heartbeat_ttl: Duration,
+    /// Validity of host certificates; agents renew when a third is left.
+    #[serde(with = "serde_str")]
+    pub host_cert_validity: Duration,
+    /// Validity of user certificates.
+    #[serde(with = "serde_str")]
+    pub user_cert_validity: Duration,
+    /// Largest message accepted on any stream, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], metrom_protocol::DEFAULT_QUIC_PORT)),
+            advertise: None,
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_ttl: Duration::from_secs(20),
+            host_cert_validity: Duration::from_secs(365 * 86_400),
+            user_cert_validity: Duration::from_secs(365 * 86_400),
+            max_frame_bytes: metrom_protocol::codec::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: cannot read")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: key '{key}': {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+impl Config {
+    /// The config file `init` writes in a data directory.
+    pub fn default_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("controller.toml")
+    }
+
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // toml's message names the key and shows the line.
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message: message.to_string(),
+        };
+        if self.heartbeat_interval.is_zero() {
+            return Err(invalid("heartbeat_interval", "must be more than 0s"));
+        }
+        if self.heartbeat_ttl < self.heartbeat_interval * 2 {
+            return Err(invalid(
+                "heartbeat_ttl",
+                "must be at least twice heartbeat_interval, or one lost packet marks a host Unreachable",
+            ));
+        }
+        if self.host_cert_validity < Duration::from_secs(60) {
+            return Err(invalid("host_cert_validity", "must be at least 1m"));
+        }
+        if self.max_frame_bytes < 64 * 1024 {
+            return Err(invalid("max_frame_bytes", "must be at least 65536"));
+        }
+        Ok(())
+    }
+
+    /// Re-validates after command-line overrides.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.validate(Path::new("<command line>"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_name_the_file_and_key() {
+        let err = Config::parse("listen = \"127.0.0.1:1\"\nheartbeat = \"1s\"\n", Path::new("/etc/m.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/m.toml"), "{err}");
+        assert!(err.contains("heartbeat"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_and_are_checked() {
+        let cfg = Config::parse("heartbeat_interval = \"1s\"\nheartbeat_ttl = \"3s\"\n", Path::new("c"))
+            .unwrap();
+        assert_eq!(cfg.heartbeat_ttl, Duration::from_secs(3));
+        let err = Config::parse("heartbeat_interval = \"2s\"\nheartbeat_ttl = \"3s\"\n", Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heartbeat_ttl"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! The Metrom controller: the source of truth for hosts, templates and
+//! environments, and the server behind the `metrom` CLI.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod envs_hooks;
+pub mod hosts;
+pub mod pki;
+pub mod server;
+pub mod state;
+pub mod store;
+
+pub use metrom_protocol::error_chain;
+
+/// Logging to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

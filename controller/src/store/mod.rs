@@ -1,0 +1,88 @@
+//! The controller's embedded store: sled trees of JSON records.
+//!
+//! JSON (not postcard) on disk so that records can grow fields with
+//! `#[serde(default)]` across upgrades and can be read when debugging.
+//! [`Store::flush`] makes everything written so far durable; request handlers
+//! call it before acknowledging a change.
+
+mod records;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+pub use records::*;
+pub use table::{Table, TxTable};
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store at {path}: cannot open (is another metrom-controller running on this data directory?)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("store i/o")]
+    Sled(#[from] sled::Error),
+    #[error("store record {table}/{key} is unreadable")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("store transaction aborted: {0}")]
+    Aborted(String),
+}
+
+/// The open store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    pub meta: Table<String>,
+    pub hosts: Table<HostRecord>,
+    pub tokens: Table<TokenRecord>,
+    pub users: Table<UserRecord>,
+    pub revoked: Table<RevokedCert>,
+}
+
+impl Store {
+    /// The folder of the store inside a data directory.
+    pub fn dir_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("store")
+    }
+
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = Self::dir_in(data_dir);
+        let db = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        Ok(Store {
+            meta: Table::new("meta", db.open_tree("meta")?),
+            hosts: Table::new("hosts", db.open_tree("hosts")?),
+            tokens: Table::new("tokens", db.open_tree("tokens")?),
+            users: Table::new("users", db.open_tree("users")?),
+            revoked: Table::new("revoked", db.open_tree("revoked")?),
+            db,
+        })
+    }
+
+    /// Makes every write so far durable (fsync).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking flush, for shutdown paths outside the runtime.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Opens (creating if needed) a tree for a module that keeps its own table.
+    pub fn table<T: serde::Serialize + serde::de::DeserializeOwned>(&self, name: &'static str) -> Result<Table<T>, StoreError> {
+        Ok(Table::new(name, self.db.open_tree(name)?))
+    }
+}

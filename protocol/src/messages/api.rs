@@ -1,0 +1,198 @@
+//! The CLI's API on ALPN `metrom/1`, authenticated by a user certificate: one
+//! bidirectional stream per request, one [`ApiRequest`] then one [`ApiResponse`]
+//! (long operations may send [`Progress`] frames first, see each call).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::facts::{HostFacts, HostLoad};
+use crate::ids::HostId;
+use crate::messages::env::Resources;
+
+/// First and only frame from the client on a request stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiRequest {
+    pub version: u32,
+    pub call: Call,
+}
+
+/// Every operation the CLI can ask for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Call {
+    Status,
+    HostList,
+    HostShow { id: HostId },
+    HostCordon { id: HostId, cordon: bool },
+    HostRevoke { id: HostId },
+    TokenCreate { ttl_secs: u64, uses: u32, labels: BTreeMap<String, String> },
+    TokenList,
+    TokenRevoke { id: String },
+}
+
+impl Call {
+    /// Whether the call changes state (audited, and refused to viewers).
+    pub fn is_mutation(&self) -> bool {
+        !matches!(self, Call::Status | Call::HostList | Call::HostShow { .. } | Call::TokenList)
+    }
+}
+
+/// The controller's answer.
+pub type ApiResponse = Result<Reply, ApiError>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    Done { message: String },
+    Status(StatusView),
+    Hosts(Vec<HostView>),
+    Host(HostView),
+    TokenCreated(TokenCreated),
+    Tokens(Vec<TokenView>),
+}
+
+/// A refusal or failure, with what to do about it.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError { kind, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::InvalidArgument, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::AlreadyExists, message)
+    }
+    pub fn denied(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::PermissionDenied, message)
+    }
+    pub fn precondition(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::FailedPrecondition, message)
+    }
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::Internal, message)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    FailedPrecondition,
+    NoCapacity,
+    QuotaExceeded,
+    Unavailable,
+    VersionMismatch,
+    Internal,
+}
+
+impl ErrorKind {
+    /// Process exit code the CLI uses for this kind of failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ErrorKind::InvalidArgument => 2,
+            ErrorKind::NotFound => 3,
+            ErrorKind::AlreadyExists => 4,
+            ErrorKind::PermissionDenied => 5,
+            ErrorKind::FailedPrecondition => 6,
+            ErrorKind::NoCapacity => 7,
+            ErrorKind::QuotaExceeded => 8,
+            ErrorKind::Unavailable => 9,
+            ErrorKind::VersionMismatch => 10,
+            ErrorKind::Internal => 1,
+        }
+    }
+}
+
+/// `metrom status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub controller_version: String,
+    pub protocol_version: u32,
+    pub started_at: Timestamp,
+    pub uptime_secs: u64,
+    pub hosts_ready: u32,
+    pub hosts_unreachable: u32,
+    pub hosts_cordoned: u32,
+    pub hosts_revoked: u32,
+    /// Who the caller is, as the controller sees them ("user admin (admin)").
+    pub you: String,
+}
+
+/// A host's state as the operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostState {
+    /// Connected and heartbeating.
+    Ready,
+    /// No heartbeat for longer than the heartbeat TTL.
+    Unreachable,
+    /// Certificate revoked; cut off for good.
+    Revoked,
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostState::Ready => "Ready",
+            HostState::Unreachable => "Unreachable",
+            HostState::Revoked => "Revoked",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostView {
+    pub id: HostId,
+    pub name: String,
+    pub state: HostState,
+    /// Cordoned hosts keep their environments but get no new ones.
+    pub cordoned: bool,
+    pub labels: BTreeMap<String, String>,
+    pub facts: HostFacts,
+    /// Latest heartbeat figures, while connected.
+    pub load: Option<HostLoad>,
+    /// Address the agent connects from, while connected.
+    pub address: Option<String>,
+    pub joined_at: Timestamp,
+    pub last_seen: Option<Timestamp>,
+    pub cert_expires_at: Timestamp,
+    /// Sum of the resources of the environments placed on the host.
+    pub allocated: Resources,
+    pub environments: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub id: String,
+    /// The whole token, `mtj1.…`: shown once, never stored in clear.
+    pub token: String,
+    pub expires_at: Timestamp,
+    pub uses: u32,
+    /// The controller address agents should join (`HOST:PORT`).
+    pub controller: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub expires_at: Timestamp,
+    pub uses: u32,
+    pub used: u32,
+    pub labels: BTreeMap<String, String>,
+    /// "active", "expired", "used up" or "revoked".
+    pub state: String,
+}
