@@ -10,45 +10,40 @@ pub struct DurationError {
     pub why: &'static str,
 }
 
-/// Parses a sequence of `<integer><unit>` with units s, m, h, d (24h), w (7d).
+/// Parses a sequence of `<integer><unit>` with units ms, s, m, h, d (24h), w (7d).
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let err = |why| DurationError { input: input.to_string(), why };
-    let s = input.trim();
+    let s: String = input.chars().filter(|c| !c.is_whitespace()).collect();
     if s.is_empty() {
         return Err(err("empty"));
     }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        if c.is_whitespace() {
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
-            _ => return Err(err("unknown unit (use s, m, h, d or w)")),
-        };
-        if digits.is_empty() {
+    let mut total_ms: u64 = 0;
+    let mut rest = s.as_str();
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
             return Err(err("a unit without a number"));
         }
-        let n: u64 = digits.parse().map_err(|_| err("number too large"))?;
-        digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
+        let n: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+        rest = &rest[digits..];
+        let letters = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let unit_ms: u64 = match &rest[..letters] {
+            "" => return Err(err("a number without a unit")),
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            _ => return Err(err("unknown unit (use ms, s, m, h, d or w)")),
+        };
+        rest = &rest[letters..];
+        total_ms = n
+            .checked_mul(unit_ms)
+            .and_then(|v| total_ms.checked_add(v))
             .ok_or_else(|| err("too large"))?;
     }
-    if !digits.is_empty() {
-        return Err(err("a number without a unit"));
-    }
-    Ok(Duration::from_secs(total))
+    Ok(Duration::from_millis(total_ms))
 }
 
 /// Formats whole seconds compactly: `1h30m`, `14d`, `45s`; `0s` for zero.
@@ -115,6 +110,7 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_secs(14 * 86400)), "14d");
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
     }
 
     #[test]
@@ -122,6 +118,7 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("1x").is_err());
         assert!(parse_duration("3y").is_err());
         assert!(parse_duration("99999999999999999999s").is_err());
     }

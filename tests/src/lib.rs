@@ -1,0 +1,350 @@
+//! Test harness: real `metrom-controller`, `metrom-agent` and `metrom`
+//! processes on 127.0.0.1, each test in its own temporary folder on its own port.
+//!
+//! Binaries are taken from the cargo target folder this test runs from; build
+//! them first (`cargo build --workspace --bins`, which the README's test
+//! command does).
+
+pub mod proc;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Heartbeat timing the tests run controllers with.
+pub const HEARTBEAT: &str = "300ms";
+pub const HEARTBEAT_TTL: &str = "1500ms";
+/// The TTL as a duration, plus the slack a busy 2-core machine needs.
+pub const TTL_WITH_SLACK: Duration = Duration::from_secs(10);
+
+/// Path of a workspace binary next to the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash>  →  target/<profile>/<name>
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+/// A free UDP port on loopback (bound and released; tests retry on a clash).
+pub fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout`
+/// with `what` and the last value seen.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A test's controller: its data folder, port and process.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub identity: PathBuf,
+    controller: Option<Child>,
+    extra_serve_args: Vec<String>,
+    agents: Vec<Agent>,
+}
+
+impl Cluster {
+    /// Initialises a cluster in a fresh temporary folder and starts its controller.
+    pub fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    /// As [`Cluster::start`], with extra `serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("metrom-test-").tempdir().expect("tempdir");
+        let port = free_udp_port();
+        let data = dir.path().join("controller");
+        let out = Command::new(bin("metrom-controller"))
+            .args(["init", "--data-dir"])
+            .arg(&data)
+            .args(["--advertise", &format!("127.0.0.1:{port}"), "--listen", &format!("127.0.0.1:{port}")])
+            .output()
+            .expect("run metrom-controller init");
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut c = Cluster {
+            identity: data.join("admin.identity"),
+            dir,
+            port,
+            controller: None,
+            extra_serve_args: extra.iter().map(|s| s.to_string()).collect(),
+            agents: Vec::new(),
+        };
+        c.start_controller();
+        c
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("controller")
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn controller_log(&self) -> PathBuf {
+        self.dir.path().join("controller.log")
+    }
+
+    /// Starts (or restarts) the controller process and waits until it answers.
+    pub fn start_controller(&mut self) {
+        assert!(self.controller.is_none(), "controller already running");
+        let log = open_log(&self.controller_log());
+        let child = Command::new(bin("metrom-controller"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--heartbeat-interval", HEARTBEAT, "--heartbeat-ttl", HEARTBEAT_TTL])
+            .args(&self.extra_serve_args)
+            .env("RUST_LOG", "info,metrom_controller=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn metrom-controller");
+        self.controller = Some(child);
+        let log = self.controller_log();
+        wait_for("the controller to answer", Duration::from_secs(20), || {
+            if let Some(status) = self.controller.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the controller exited ({status}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            self.metrom(&["status"]).status.success().then_some(())
+        });
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop_controller(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            proc::terminate(&mut child, Duration::from_secs(15));
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill_controller(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(|c| c.id())
+    }
+
+    /// Runs `metrom` with this cluster's admin identity.
+    pub fn metrom(&self, args: &[&str]) -> Output {
+        self.metrom_as(&self.identity, args)
+    }
+
+    /// Runs `metrom` with another identity.
+    pub fn metrom_as(&self, identity: &Path, args: &[&str]) -> Output {
+        Command::new(bin("metrom"))
+            .arg("--identity")
+            .arg(identity)
+            .args(args)
+            .env_remove("METROM_IDENTITY")
+            .output()
+            .expect("run metrom")
+    }
+
+    /// Runs `metrom … -o json`, asserting success, and parses the output.
+    pub fn json<T: DeserializeOwned>(&self, args: &[&str]) -> T {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.metrom(&all);
+        assert!(
+            out.status.success(),
+            "metrom {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("metrom {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        })
+    }
+
+    /// `metrom host list -o json`.
+    pub fn hosts(&self) -> Vec<Value> {
+        self.json(&["host", "list"])
+    }
+
+    /// The state of one host ("Ready", "Unreachable", "Revoked").
+    pub fn host_state(&self, id: &str) -> Option<String> {
+        self.hosts()
+            .into_iter()
+            .find(|h| h["id"] == id)
+            .and_then(|h| h["state"].as_str().map(str::to_string))
+    }
+
+    pub fn wait_host_state(&self, id: &str, state: &str, timeout: Duration) {
+        wait_for(&format!("host {id} to be {state}"), timeout, || {
+            (self.host_state(id).as_deref() == Some(state)).then_some(())
+        });
+    }
+
+    /// Creates a join token with `metrom token create` and returns it.
+    pub fn token(&self, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create"];
+        args.extend(extra);
+        let out = self.metrom(&args);
+        assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    }
+
+    /// Joins a new agent with `token` and starts it.
+    pub fn join_agent(&mut self, name: &str, token: &str) -> usize {
+        let agent = Agent::join(self.dir.path(), name, &self.address(), token);
+        self.agents.push(agent);
+        let i = self.agents.len() - 1;
+        self.agents[i].start(&[]);
+        i
+    }
+
+    pub fn agent(&mut self, i: usize) -> &mut Agent {
+        &mut self.agents[i]
+    }
+
+    /// Prints the tail of every log (called when a test fails).
+    pub fn dump_logs(&self) {
+        let mut logs = vec![self.controller_log()];
+        logs.extend(self.agents.iter().map(|a| a.log.clone()));
+        for log in logs {
+            if let Ok(text) = std::fs::read_to_string(&log) {
+                let lines: Vec<&str> = text.lines().collect();
+                let start = lines.len().saturating_sub(60);
+                eprintln!("----- {} (last {} lines) -----", log.display(), lines.len() - start);
+                for l in &lines[start..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for a in &mut self.agents {
+            a.kill();
+        }
+        self.kill_controller();
+    }
+}
+
+/// A real `metrom-agent` process with its own data folder.
+pub struct Agent {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub host_id: String,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Runs `metrom-agent join`, asserting success.
+    pub fn join(root: &Path, name: &str, controller: &str, token: &str) -> Agent {
+        let data_dir = root.join(format!("agent-{name}"));
+        let out = agent_join(&data_dir, controller, token, name);
+        assert!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let host_id = text
+            .split_whitespace()
+            .find(|w| w.starts_with("h-"))
+            .expect("join prints the host id")
+            .to_string();
+        Agent { name: name.into(), log: root.join(format!("agent-{name}.log")), data_dir, host_id, child: None }
+    }
+
+    /// Starts `metrom-agent run`.
+    pub fn start(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "agent {} already running", self.name);
+        let log = open_log(&self.log);
+        let child = Command::new(bin("metrom-agent"))
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info,metrom_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn metrom-agent");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit on its own; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let code = wait_for(&format!("agent {} to exit", self.name), timeout, || {
+            child.try_wait().expect("try_wait").map(|s| s.code().unwrap_or(-1))
+        });
+        self.child = None;
+        Some(code)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+}
+
+/// `metrom-agent join` without assertions.
+pub fn agent_join(data_dir: &Path, controller: &str, token: &str, hostname: &str) -> Output {
+    Command::new(bin("metrom-agent"))
+        .arg("join")
+        .args(["--controller", controller, "--token", token, "--hostname", hostname])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run metrom-agent join")
+}
+
+fn open_log(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open log")
+}
+
+/// stderr of a process as a string.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// stdout of a process as a string.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -196,7 +196,6 @@ fn record_hello(
                 return Err(());
             }
             rec.facts = hello.facts.clone();
-            rec.name = hello.facts.hostname.clone();
             rec.last_address = Some(address.clone());
             Ok(Some(rec))
         })

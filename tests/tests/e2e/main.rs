@@ -1,0 +1,5 @@
+//! Multi-process scenarios: real controller and agent processes on 127.0.0.1.
+//! One test binary for the crate; a module per capability.
+
+mod foundation;
+mod hostile;
