@@ -58,8 +58,13 @@ impl AgentConfig {
                 p
             }
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path, message: e.to_string() })
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path,
+            message: e.to_string(),
+        })
     }
 }

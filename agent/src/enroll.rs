@@ -85,7 +85,9 @@ pub async fn join(
     let token = JoinToken::parse(token)?;
     let path = identity_path(data_dir);
     if path.exists() && !force {
-        let host = IdentityBundle::load(&path).map(|b| b.principal).unwrap_or_else(|_| "unknown".into());
+        let host = IdentityBundle::load(&path)
+            .map(|b| b.principal)
+            .unwrap_or_else(|_| "unknown".into());
         return Err(JoinError::AlreadyEnrolled { path, host });
     }
     let (key_pem, csr_pem) = key_and_csr(hostname)?;
@@ -110,10 +112,15 @@ pub async fn join(
         .map(|der: rustls::pki_types::CertificateDer<'_>| CaPin::of_der(&der) == token.ca_pin)
         .unwrap_or(false);
     if !ca_ok {
-        return Err(JoinError::BadAnswer("the CA it sent does not match the token's pin".into()));
+        return Err(JoinError::BadAnswer(
+            "the CA it sent does not match the token's pin".into(),
+        ));
     }
     bundle.save(&path)?;
-    Ok(Joined { host_id: accepted.host_id, identity_path: path })
+    Ok(Joined {
+        host_id: accepted.host_id,
+        identity_path: path,
+    })
 }
 
 /// One join exchange over QUIC; the same code serves `metrom-bench`.
@@ -126,30 +133,54 @@ pub async fn exchange(
         .await
         .map_err(|e| JoinError::Resolve(controller.to_string(), e))?
         .next()
-        .ok_or_else(|| JoinError::Resolve(controller.to_string(), std::io::Error::other("no address")))?;
-    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse().expect("addr") } else { "0.0.0.0:0".parse().expect("addr") };
+        .ok_or_else(|| {
+            JoinError::Resolve(controller.to_string(), std::io::Error::other("no address"))
+        })?;
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().expect("addr")
+    } else {
+        "0.0.0.0:0".parse().expect("addr")
+    };
     let verdict = Arc::new(Mutex::new(None));
     let mut endpoint = quinn::Endpoint::client(bind).map_err(JoinError::Socket)?;
-    endpoint.set_default_client_config(metrom_protocol::tls::join_client_config(pin, verdict.clone(), Timing::default())?);
+    endpoint.set_default_client_config(metrom_protocol::tls::join_client_config(
+        pin,
+        verdict.clone(),
+        Timing::default(),
+    )?);
     let result = async {
         let connecting = endpoint
             .connect(addr, CONTROLLER_SERVER_NAME)
-            .map_err(|e| JoinError::Connect { addr, reason: e.to_string() })?;
+            .map_err(|e| JoinError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
         let conn = match tokio::time::timeout(JOIN_TIMEOUT, connecting).await {
-            Err(_) | Ok(Err(quinn::ConnectionError::TimedOut)) => return Err(JoinError::Timeout { addr }),
+            Err(_) | Ok(Err(quinn::ConnectionError::TimedOut)) => {
+                return Err(JoinError::Timeout { addr });
+            }
             Ok(Err(e)) => {
                 if let Some(why) = verdict.lock().expect("verdict lock").take() {
                     return Err(JoinError::Pin(why));
                 }
-                return Err(JoinError::Connect { addr, reason: e.to_string() });
+                return Err(JoinError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                });
             }
             Ok(Ok(c)) => c,
         };
         let answer = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| JoinError::Connect { addr, reason: e.to_string() })?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| JoinError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
             codec::write_message(&mut send, request, MAX_FRAME)
                 .await
-                .map_err(|e| JoinError::Connect { addr, reason: e.to_string() })?;
+                .map_err(|e| JoinError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                })?;
             let _ = send.finish();
             codec::read_message::<JoinResponse, _>(&mut recv, MAX_FRAME)
                 .await
@@ -159,7 +190,9 @@ pub async fn exchange(
                 })?
                 .ok_or_else(|| JoinError::BadAnswer("no answer".into()))
         };
-        let answer = tokio::time::timeout(JOIN_TIMEOUT, answer).await.map_err(|_| JoinError::Timeout { addr })?;
+        let answer = tokio::time::timeout(JOIN_TIMEOUT, answer)
+            .await
+            .map_err(|_| JoinError::Timeout { addr })?;
         conn.close(metrom_protocol::close::NORMAL, b"joined");
         match answer? {
             JoinResponse::Accepted(a) => Ok(a),

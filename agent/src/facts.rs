@@ -10,7 +10,17 @@ use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, RefreshKind, System};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Filesystems that are not real storage.
-const PSEUDO_FS: &[&str] = &["overlay", "tmpfs", "devtmpfs", "squashfs", "proc", "sysfs", "cgroup2", "nsfs", "fuse.lxcfs"];
+const PSEUDO_FS: &[&str] = &[
+    "overlay",
+    "tmpfs",
+    "devtmpfs",
+    "squashfs",
+    "proc",
+    "sysfs",
+    "cgroup2",
+    "nsfs",
+    "fuse.lxcfs",
+];
 
 /// Gathers the static facts sent in Hello.
 pub async fn gather(data_dir: &Path, libvirt_uri: &str, docker_socket: &str) -> HostFacts {
@@ -40,7 +50,10 @@ fn static_facts(data_dir: &Path) -> HostFacts {
         kernel: System::kernel_version().unwrap_or_else(|_| "unknown".into()),
         arch: std::env::consts::ARCH.to_string(),
         cpus: cpus.len() as u32,
-        cpu_model: cpus.first().map(|c| c.brand().trim().to_string()).unwrap_or_default(),
+        cpu_model: cpus
+            .first()
+            .map(|c| c.brand().trim().to_string())
+            .unwrap_or_default(),
         memory_bytes: sys.as_ref().map(|s| s.total_memory()).unwrap_or_default(),
         disks,
         storage,
@@ -50,7 +63,9 @@ fn static_facts(data_dir: &Path) -> HostFacts {
 }
 
 fn disk_facts() -> Vec<DiskFact> {
-    let Ok(disks) = Disks::new_with_refreshed_list() else { return Vec::new() };
+    let Ok(disks) = Disks::new_with_refreshed_list() else {
+        return Vec::new();
+    };
     let mut out: Vec<DiskFact> = disks
         .iter()
         .filter(|d| !PSEUDO_FS.contains(&d.file_system().to_string_lossy().as_ref()))
@@ -90,7 +105,10 @@ impl LoadSampler {
         if let Some(s) = sys.as_mut() {
             s.refresh_cpu_usage();
         }
-        LoadSampler { sys, data_dir: data_dir.to_path_buf() }
+        LoadSampler {
+            sys,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     pub fn sample(&mut self) -> HostLoad {
@@ -104,7 +122,9 @@ impl LoadSampler {
         };
         let storage = storage_of(&disk_facts(), &self.data_dir);
         HostLoad {
-            load1: System::load_average().map(|l| l.one as f32).unwrap_or_default(),
+            load1: System::load_average()
+                .map(|l| l.one as f32)
+                .unwrap_or_default(),
             cpu_percent,
             memory_available_bytes,
             storage_available_bytes: storage.available_bytes,
@@ -114,17 +134,29 @@ impl LoadSampler {
 
 /// Probes KVM, libvirt and Docker concurrently.
 pub async fn probe_all(libvirt_uri: &str, docker_socket: &str) -> Capabilities {
-    let (kvm, libvirt, docker) = tokio::join!(probe_kvm(), probe_libvirt(libvirt_uri), probe_docker(docker_socket));
-    Capabilities { kvm, libvirt, docker }
+    let (kvm, libvirt, docker) = tokio::join!(
+        probe_kvm(),
+        probe_libvirt(libvirt_uri),
+        probe_docker(docker_socket)
+    );
+    Capabilities {
+        kvm,
+        libvirt,
+        docker,
+    }
 }
 
 /// `/dev/kvm` exists and this process can open it read-write.
 pub async fn probe_kvm() -> Probe {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => Probe::ok("/dev/kvm"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Probe::missing("/dev/kvm does not exist (no hardware virtualisation, or the kvm module is not loaded)")
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Probe::missing(
+            "/dev/kvm does not exist (no hardware virtualisation, or the kvm module is not loaded)",
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             Probe::missing("/dev/kvm is not accessible: run the agent as root or in the kvm group")
         }
@@ -159,7 +191,8 @@ pub async fn probe_docker(socket: &str) -> Probe {
     if !Path::new(socket).exists() {
         return Probe::missing(format!("no Docker socket at {socket}"));
     }
-    let docker = match bollard::Docker::connect_with_socket(socket, 5, bollard::API_DEFAULT_VERSION) {
+    let docker = match bollard::Docker::connect_with_socket(socket, 5, bollard::API_DEFAULT_VERSION)
+    {
         Ok(d) => d,
         Err(e) => return Probe::missing(format!("Docker: {e}")),
     };
@@ -184,9 +217,15 @@ mod tests {
 
     #[test]
     fn storage_is_the_longest_matching_mount() {
-        let d = |m: &str| DiskFact { mount: m.into(), ..Default::default() };
+        let d = |m: &str| DiskFact {
+            mount: m.into(),
+            ..Default::default()
+        };
         let disks = vec![d("/"), d("/var"), d("/var/lib/metrom")];
-        assert_eq!(storage_of(&disks, Path::new("/var/lib/metrom/agent")).mount, "/var/lib/metrom");
+        assert_eq!(
+            storage_of(&disks, Path::new("/var/lib/metrom/agent")).mount,
+            "/var/lib/metrom"
+        );
         assert_eq!(storage_of(&disks, Path::new("/home/x")).mount, "/");
     }
 
@@ -201,6 +240,10 @@ mod tests {
         assert!(!f.capabilities.docker.available);
         assert!(f.capabilities.docker.detail.contains("/nonexistent.sock"));
         // libvirt's built-in test driver needs no daemon.
-        assert!(f.capabilities.libvirt.available, "{:?}", f.capabilities.libvirt);
+        assert!(
+            f.capabilities.libvirt.available,
+            "{:?}",
+            f.capabilities.libvirt
+        );
     }
 }

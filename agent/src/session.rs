@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use metrom_protocol::codec::{self, FrameError};
 use metrom_protocol::identity::IdentityBundle;
-use metrom_protocol::messages::agent::{AgentMessage, ControllerMessage, Hello, HelloReply, Welcome};
-use metrom_protocol::tls::{cert_info, Timing};
-use metrom_protocol::{close, CONTROLLER_SERVER_NAME, PROTOCOL_VERSION};
+use metrom_protocol::messages::agent::{
+    AgentMessage, ControllerMessage, Hello, HelloReply, Welcome,
+};
+use metrom_protocol::tls::{Timing, cert_info};
+use metrom_protocol::{CONTROLLER_SERVER_NAME, PROTOCOL_VERSION, close};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -35,7 +37,9 @@ const ALERT_CERTIFICATE_EXPIRED: u8 = 45;
 /// Why the agent stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("this host's certificate was revoked by the controller ({0}); the agent stops. To bring the box back, join again with a new token: metrom-agent join --force …")]
+    #[error(
+        "this host's certificate was revoked by the controller ({0}); the agent stops. To bring the box back, join again with a new token: metrom-agent join --force …"
+    )]
     Revoked(String),
     #[error(transparent)]
     Identity(#[from] metrom_protocol::identity::IdentityError),
@@ -67,9 +71,18 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn open(data_dir: &Path, config: AgentConfig, work: Arc<Work>) -> Result<Arc<Agent>, RunError> {
+    pub fn open(
+        data_dir: &Path,
+        config: AgentConfig,
+        work: Arc<Work>,
+    ) -> Result<Arc<Agent>, RunError> {
         let identity = IdentityBundle::load(&identity_path(data_dir))?;
-        Ok(Arc::new(Agent { data_dir: data_dir.to_path_buf(), config, identity: Mutex::new(identity), work }))
+        Ok(Arc::new(Agent {
+            data_dir: data_dir.to_path_buf(),
+            config,
+            identity: Mutex::new(identity),
+            work,
+        }))
     }
 
     fn identity(&self) -> IdentityBundle {
@@ -77,7 +90,10 @@ impl Agent {
     }
 
     fn controller(&self) -> String {
-        self.config.controller.clone().unwrap_or_else(|| self.identity().controller)
+        self.config
+            .controller
+            .clone()
+            .unwrap_or_else(|| self.identity().controller)
     }
 
     fn host_id(&self) -> metrom_protocol::ids::HostId {
@@ -89,9 +105,17 @@ impl Agent {
 }
 
 /// Runs until `shutdown` completes, or the host is revoked.
-pub async fn run(agent: Arc<Agent>, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
-    if !matches!(agent.identity().principal(), Some(metrom_protocol::ids::Principal::Host(_))) {
-        return Err(RunError::Revoked("the identity file is not a host identity".into()));
+pub async fn run(
+    agent: Arc<Agent>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    if !matches!(
+        agent.identity().principal(),
+        Some(metrom_protocol::ids::Principal::Host(_))
+    ) {
+        return Err(RunError::Revoked(
+            "the identity file is not a host identity".into(),
+        ));
     }
     tokio::pin!(shutdown);
     let bind: SocketAddr = "0.0.0.0:0".parse().expect("addr");
@@ -138,17 +162,30 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
     let controller = agent.controller();
     let addr = tokio::net::lookup_host(&controller)
         .await
-        .map_err(|e| SessionError::Unreachable(format!("controller address {controller} does not resolve: {e}")))?
+        .map_err(|e| {
+            SessionError::Unreachable(format!(
+                "controller address {controller} does not resolve: {e}"
+            ))
+        })?
         .next()
-        .ok_or_else(|| SessionError::Unreachable(format!("controller address {controller} does not resolve")))?;
-    let timing = Timing { keep_alive: Duration::from_secs(5), idle_timeout: Duration::from_secs(60) };
+        .ok_or_else(|| {
+            SessionError::Unreachable(format!("controller address {controller} does not resolve"))
+        })?;
+    let timing = Timing {
+        keep_alive: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
+    };
     let cfg = metrom_protocol::tls::client_config(&identity, timing)
         .map_err(|e| SessionError::Unreachable(format!("TLS setup: {e}")))?;
     let connecting = endpoint
         .connect_with(cfg, addr, CONTROLLER_SERVER_NAME)
         .map_err(|e| SessionError::Unreachable(e.to_string()))?;
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-        Err(_) => return Err(SessionError::Unreachable(format!("controller {addr} unreachable: no answer within 10s"))),
+        Err(_) => {
+            return Err(SessionError::Unreachable(format!(
+                "controller {addr} unreachable: no answer within 10s"
+            )));
+        }
         Ok(Err(e)) => return Err(classify(&e, addr)),
         Ok(Ok(c)) => c,
     };
@@ -158,17 +195,32 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
     let hello = Hello {
         version: PROTOCOL_VERSION,
         host_id: agent.host_id(),
-        facts: facts::gather(&agent.data_dir, &agent.config.libvirt_uri, &agent.config.docker_socket).await,
+        facts: facts::gather(
+            &agent.data_dir,
+            &agent.config.libvirt_uri,
+            &agent.config.docker_socket,
+        )
+        .await,
         environments: agent.work.reports(),
     };
-    codec::write_message(&mut send, &hello, max).await.map_err(|e| lost(&e))?;
-    let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, codec::read_message::<HelloReply, _>(&mut recv, max))
+    codec::write_message(&mut send, &hello, max)
         .await
-        .map_err(|_| SessionError::Lost("no Welcome within 10s".into()))?;
+        .map_err(|e| lost(&e))?;
+    let reply = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        codec::read_message::<HelloReply, _>(&mut recv, max),
+    )
+    .await
+    .map_err(|_| SessionError::Lost("no Welcome within 10s".into()))?;
     let welcome = match reply {
         Ok(Some(HelloReply::Welcome(w))) => w,
         Ok(Some(HelloReply::Refused { reason })) => return Err(SessionError::Refused(reason)),
-        Ok(None) | Err(FrameError::Io(_)) => return Err(conn.close_reason().map(|e| classify(&e, addr)).unwrap_or_else(|| lost(&"control stream closed"))),
+        Ok(None) | Err(FrameError::Io(_)) => {
+            return Err(conn
+                .close_reason()
+                .map(|e| classify(&e, addr))
+                .unwrap_or_else(|| lost(&"control stream closed")));
+        }
         Err(e) => return Err(lost(&e)),
     };
     info!(controller = %addr, "connected to the controller");
@@ -186,7 +238,9 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
     let mut pending_key = renew_if_due(agent, &identity, &welcome, &tx).await;
 
     let mut sampler = LoadSampler::new(&agent.data_dir);
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(welcome.heartbeat_interval_ms.max(100)));
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(
+        welcome.heartbeat_interval_ms.max(100),
+    ));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
@@ -247,7 +301,9 @@ async fn renew_if_due(
             return None;
         }
     };
-    tx.send(AgentMessage::RenewCertificate { csr_pem }).await.ok()?;
+    tx.send(AgentMessage::RenewCertificate { csr_pem })
+        .await
+        .ok()?;
     Some(key_pem)
 }
 

@@ -60,7 +60,11 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: key '{key}': {message}")]
-    Invalid { path: PathBuf, key: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
 }
 
 impl Config {
@@ -71,15 +75,19 @@ impl Config {
 
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         // toml's message names the key and shows the line.
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -120,21 +128,30 @@ mod tests {
 
     #[test]
     fn unknown_keys_name_the_file_and_key() {
-        let err = Config::parse("listen = \"127.0.0.1:1\"\nheartbeat = \"1s\"\n", Path::new("/etc/m.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "listen = \"127.0.0.1:1\"\nheartbeat = \"1s\"\n",
+            Path::new("/etc/m.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/etc/m.toml"), "{err}");
         assert!(err.contains("heartbeat"), "{err}");
     }
 
     #[test]
     fn durations_parse_and_are_checked() {
-        let cfg = Config::parse("heartbeat_interval = \"1s\"\nheartbeat_ttl = \"3s\"\n", Path::new("c"))
-            .unwrap();
+        let cfg = Config::parse(
+            "heartbeat_interval = \"1s\"\nheartbeat_ttl = \"3s\"\n",
+            Path::new("c"),
+        )
+        .unwrap();
         assert_eq!(cfg.heartbeat_ttl, Duration::from_secs(3));
-        let err = Config::parse("heartbeat_interval = \"2s\"\nheartbeat_ttl = \"3s\"\n", Path::new("c"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "heartbeat_interval = \"2s\"\nheartbeat_ttl = \"3s\"\n",
+            Path::new("c"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("heartbeat_ttl"), "{err}");
     }
 }

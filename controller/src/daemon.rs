@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use jiff::Timestamp;
-use metrom_protocol::identity::{create_private_dir, IdentityBundle};
-use metrom_protocol::ids::{random_string, Principal};
+use metrom_protocol::identity::{IdentityBundle, create_private_dir};
+use metrom_protocol::ids::{Principal, random_string};
 use tracing::info;
 
 use crate::config::Config;
@@ -110,7 +110,10 @@ pub fn main() -> std::process::ExitCode {
 
 /// `a: b: c` for an anyhow chain.
 pub fn format_anyhow(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Creates a cluster in `args.data_dir`. Returns the admin identity path.
@@ -126,7 +129,10 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     println!("Next:");
     println!("  metrom-controller serve --data-dir {}", dir.display());
     println!("  export METROM_IDENTITY={}", path.display());
-    println!("  metrom token create        # then on each box: metrom-agent join --controller {} --token …", args.advertise);
+    println!(
+        "  metrom token create        # then on each box: metrom-agent join --controller {} --token …",
+        args.advertise
+    );
     Ok(())
 }
 
@@ -175,7 +181,9 @@ pub fn init_cluster(args: &InitArgs) -> anyhow::Result<PathBuf> {
     )?;
     store.flush_blocking()?;
 
-    let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
     let config_path = Config::default_path(dir);
     let text = format!(
         "# Metrom controller configuration. Every key is optional; see docs/operations.md.\n\
@@ -185,7 +193,8 @@ pub fn init_cluster(args: &InitArgs) -> anyhow::Result<PathBuf> {
          # heartbeat_ttl = \"20s\"\n",
         args.advertise
     );
-    std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
+    std::fs::write(&config_path, text)
+        .with_context(|| format!("writing {}", config_path.display()))?;
 
     let bundle = IdentityBundle {
         controller: args.advertise.clone(),
@@ -194,7 +203,10 @@ pub fn init_cluster(args: &InitArgs) -> anyhow::Result<PathBuf> {
         cert: issued.cert_pem,
         key: key_pem,
     };
-    let path = args.identity_out.clone().unwrap_or_else(|| dir.join("admin.identity"));
+    let path = args
+        .identity_out
+        .clone()
+        .unwrap_or_else(|| dir.join("admin.identity"));
     bundle.save(&path)?;
     Ok(path)
 }
@@ -204,7 +216,9 @@ pub fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     let (host, port) = s
         .rsplit_once(':')
         .with_context(|| format!("'{s}' is not HOST:PORT (for example 10.0.0.5:7443)"))?;
-    let port: u16 = port.parse().with_context(|| format!("'{s}': the port must be a number"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("'{s}': the port must be a number"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         bail!("'{s}' has no host");
@@ -234,7 +248,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.heartbeat_ttl = d;
     }
     config.check()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(&args.data_dir, config))
 }
 
@@ -254,7 +270,7 @@ async fn run(data_dir: &Path, config: Config) -> anyhow::Result<()> {
 
 /// Completes on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::select! {

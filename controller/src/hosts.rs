@@ -54,7 +54,10 @@ impl Sessions {
         conn: quinn::Connection,
         control: mpsc::Sender<ControllerMessage>,
     ) -> (u64, Option<Session>) {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let session = Session {
             id,
             address: conn.remote_address(),
@@ -83,7 +86,11 @@ impl Sessions {
     /// Removes the session if it is still the current one for the host.
     pub fn remove(&self, host: &HostId, session: u64) -> Option<Session> {
         let mut map = self.lock();
-        if map.get(host).is_some_and(|s| s.id == session) { map.remove(host) } else { None }
+        if map.get(host).is_some_and(|s| s.id == session) {
+            map.remove(host)
+        } else {
+            None
+        }
     }
 
     /// Removes and returns the host's session, whichever it is.
@@ -99,7 +106,10 @@ impl Sessions {
             .filter(|(_, s)| now.saturating_duration_since(s.last_heartbeat) > ttl)
             .map(|(h, _)| h.clone())
             .collect();
-        stale.into_iter().filter_map(|h| map.remove(&h).map(|s| (h, s))).collect()
+        stale
+            .into_iter()
+            .filter_map(|h| map.remove(&h).map(|s| (h, s)))
+            .collect()
     }
 
     pub fn live(&self, host: &HostId) -> Option<Live> {
@@ -121,7 +131,10 @@ impl Sessions {
     }
 
     pub fn control(&self, host: &HostId, session: u64) -> Option<mpsc::Sender<ControllerMessage>> {
-        self.lock().get(host).filter(|s| s.id == session).map(|s| s.control.clone())
+        self.lock()
+            .get(host)
+            .filter(|s| s.id == session)
+            .map(|s| s.control.clone())
     }
 
     pub fn count(&self) -> usize {
@@ -150,10 +163,17 @@ pub fn host_state(record: &HostRecord, connected: bool) -> HostState {
 }
 
 /// The operator's view of a host.
-pub fn host_view(record: &HostRecord, live: Option<Live>, allocated: Resources, environments: u32) -> HostView {
+pub fn host_view(
+    record: &HostRecord,
+    live: Option<Live>,
+    allocated: Resources,
+    environments: u32,
+) -> HostView {
     let now = Timestamp::now();
     let last_seen = match &live {
-        Some(l) => now.checked_sub(jiff::SignedDuration::try_from(l.last_heartbeat_age).unwrap_or_default()).ok(),
+        Some(l) => now
+            .checked_sub(jiff::SignedDuration::try_from(l.last_heartbeat_age).unwrap_or_default())
+            .ok(),
         None => record.last_seen,
     };
     HostView {

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use metrom_protocol::CONTROLLER_SERVER_NAME;
 use metrom_protocol::identity::{create_private_dir, write_private_file};
 use metrom_protocol::ids::Principal;
 use metrom_protocol::token::CaPin;
-use metrom_protocol::CONTROLLER_SERVER_NAME;
 use rand::Rng;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -46,7 +46,9 @@ pub enum PkiError {
     Invalid { path: PathBuf, what: &'static str },
     #[error("certificate generation")]
     Rcgen(#[from] rcgen::Error),
-    #[error("the certificate signing request is not valid ({0}); the agent must send a PEM CSR signed by its key")]
+    #[error(
+        "the certificate signing request is not valid ({0}); the agent must send a PEM CSR signed by its key"
+    )]
     BadCsr(rcgen::Error),
     #[error("'{0}' is not a valid DNS name or IP address for the certificate")]
     BadSan(String),
@@ -88,22 +90,32 @@ impl Pki {
     /// besides [`CONTROLLER_SERVER_NAME`].
     pub fn create(data_dir: &Path, cluster_name: &str, sans: &[String]) -> Result<Pki, PkiError> {
         let dir = Self::dir_in(data_dir);
-        create_private_dir(&dir).map_err(|source| PkiError::Write { path: dir.clone(), source })?;
+        create_private_dir(&dir).map_err(|source| PkiError::Write {
+            path: dir.clone(),
+            source,
+        })?;
         let now = Timestamp::now();
 
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = dn(&format!("Metrom CA {cluster_name}"));
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         set_validity(&mut ca_params, now, CA_VALIDITY);
         ca_params.serial_number = Some(random_serial().0);
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let ca_pem = ca_cert.pem();
 
         let server_key = KeyPair::generate()?;
-        let mut names = vec![CONTROLLER_SERVER_NAME.to_string(), "localhost".into(), "127.0.0.1".into()];
+        let mut names = vec![
+            CONTROLLER_SERVER_NAME.to_string(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ];
         for s in sans {
             if !names.contains(s) {
                 names.push(s.clone());
@@ -125,7 +137,8 @@ impl Pki {
 
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
-            write_private_file(&path, text.as_bytes()).map_err(|source| PkiError::Write { path, source })
+            write_private_file(&path, text.as_bytes())
+                .map_err(|source| PkiError::Write { path, source })
         };
         write(CA_CERT, &ca_pem)?;
         write(CA_KEY, &issuer.key().serialize_pem())?;
@@ -141,11 +154,15 @@ impl Pki {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|source| PkiError::Read { path, source })
         };
-        let invalid = |name: &str, what| PkiError::Invalid { path: dir.join(name), what };
+        let invalid = |name: &str, what| PkiError::Invalid {
+            path: dir.join(name),
+            what,
+        };
         let ca_pem = read(CA_CERT)?;
-        let ca_key = KeyPair::from_pem(&read(CA_KEY)?).map_err(|_| invalid(CA_KEY, "private key"))?;
-        let issuer =
-            Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|_| invalid(CA_CERT, "CA certificate"))?;
+        let ca_key =
+            KeyPair::from_pem(&read(CA_KEY)?).map_err(|_| invalid(CA_KEY, "private key"))?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
+            .map_err(|_| invalid(CA_CERT, "CA certificate"))?;
         let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
             .map_err(|_| invalid(CA_CERT, "certificate"))?;
         let server_cert_der = CertificateDer::from_pem_slice(read(SERVER_CERT)?.as_bytes())
@@ -153,7 +170,14 @@ impl Pki {
         let server_key_pem = read(SERVER_KEY)?;
         PrivateKeyDer::from_pem_slice(server_key_pem.as_bytes())
             .map_err(|_| invalid(SERVER_KEY, "private key"))?;
-        Ok(Pki { dir, ca_pem, ca_der, issuer, server_cert_der, server_key_pem })
+        Ok(Pki {
+            dir,
+            ca_pem,
+            ca_der,
+            issuer,
+            server_cert_der,
+            server_key_pem,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -196,9 +220,16 @@ impl Pki {
     ) -> Result<Issued, PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::BadCsr)?;
         let (params, serial_hex, not_after) = client_params(principal, Timestamp::now(), validity);
-        let signed = CertificateSigningRequestParams { params, public_key: csr.public_key }
-            .signed_by(&self.issuer)?;
-        Ok(Issued { cert_pem: signed.pem(), serial_hex, not_after })
+        let signed = CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer)?;
+        Ok(Issued {
+            cert_pem: signed.pem(),
+            serial_hex,
+            not_after,
+        })
     }
 
     /// Issues a certificate and a fresh key for `principal` (user identity
@@ -221,7 +252,14 @@ impl Pki {
         let key = KeyPair::generate()?;
         let (params, serial_hex, not_after) = client_params(principal, not_before, validity);
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((Issued { cert_pem: cert.pem(), serial_hex, not_after }, key.serialize_pem()))
+        Ok((
+            Issued {
+                cert_pem: cert.pem(),
+                serial_hex,
+                not_after,
+            },
+            key.serialize_pem(),
+        ))
     }
 }
 
@@ -295,12 +333,17 @@ mod tests {
         params.distinguished_name = dn("user:root");
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
         let host = Principal::Host(HostId::generate());
-        let issued = pki.issue_for_csr(&csr, &host, Duration::from_secs(3600)).unwrap();
+        let issued = pki
+            .issue_for_csr(&csr, &host, Duration::from_secs(3600))
+            .unwrap();
         let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
         let info = cert_info(&der).unwrap();
         assert_eq!(info.common_name, host.common_name());
         assert_eq!(hex::encode(&info.serial), issued.serial_hex);
         assert_eq!(info.not_after, issued.not_after);
-        assert!(pki.issue_for_csr("not a csr", &host, Duration::from_secs(60)).is_err());
+        assert!(
+            pki.issue_for_csr("not a csr", &host, Duration::from_secs(60))
+                .is_err()
+        );
     }
 }

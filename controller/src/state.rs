@@ -64,9 +64,10 @@ impl Controller {
         }
         let advertise = match &config.advertise {
             Some(a) => a.clone(),
-            None => store.meta.get(META_ADVERTISE)?.unwrap_or_else(|| {
-                format!("127.0.0.1:{}", config.listen.port())
-            }),
+            None => store
+                .meta
+                .get(META_ADVERTISE)?
+                .unwrap_or_else(|| format!("127.0.0.1:{}", config.listen.port())),
         };
         Ok(Arc::new(Controller {
             config,
@@ -83,7 +84,12 @@ impl Controller {
 
     /// Closes every live connection of a user (after their removal).
     pub fn disconnect_user(&self, name: &str, code: quinn::VarInt, reason: &str) {
-        let conns = self.user_conns.lock().expect("user conns lock").remove(name).unwrap_or_default();
+        let conns = self
+            .user_conns
+            .lock()
+            .expect("user conns lock")
+            .remove(name)
+            .unwrap_or_default();
         for c in conns {
             c.close(code, reason.as_bytes());
         }

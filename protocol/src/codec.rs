@@ -49,9 +49,11 @@ pub fn encode<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, FrameError> 
 /// Decodes one payload (without its length prefix) as `T`. Trailing bytes are an error:
 /// a payload that is longer than the message means the peer sent another type.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
-    let (msg, rest) = postcard::take_from_bytes::<T>(payload).map_err(|source| {
-        FrameError::Malformed { what: std::any::type_name::<T>(), source }
-    })?;
+    let (msg, rest) =
+        postcard::take_from_bytes::<T>(payload).map_err(|source| FrameError::Malformed {
+            what: std::any::type_name::<T>(),
+            source,
+        })?;
     if !rest.is_empty() {
         return Err(FrameError::Malformed {
             what: std::any::type_name::<T>(),
@@ -67,7 +69,10 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
 pub fn peek_version(payload: &[u8]) -> Result<u32, FrameError> {
     postcard::take_from_bytes::<u32>(payload)
         .map(|(v, _)| v)
-        .map_err(|source| FrameError::Malformed { what: "protocol version", source })
+        .map_err(|source| FrameError::Malformed {
+            what: "protocol version",
+            source,
+        })
 }
 
 /// Incremental, I/O-free frame decoder: push bytes in, take whole frames out.
@@ -79,7 +84,10 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(max: usize) -> Self {
-        Self { max, buf: Vec::new() }
+        Self {
+            max,
+            buf: Vec::new(),
+        }
     }
 
     /// Appends received bytes.
@@ -115,7 +123,10 @@ impl FrameDecoder {
         } else {
             LEN_PREFIX
         };
-        Err(FrameError::Truncated { got: self.buf.len(), expected })
+        Err(FrameError::Truncated {
+            got: self.buf.len(),
+            expected,
+        })
     }
 }
 
@@ -128,12 +139,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let mut prefix = [0u8; LEN_PREFIX];
     let mut got = 0;
     while got < LEN_PREFIX {
-        let n = recv.read(&mut prefix[got..]).await.map_err(FrameError::Io)?;
+        let n = recv
+            .read(&mut prefix[got..])
+            .await
+            .map_err(FrameError::Io)?;
         if n == 0 {
             if got == 0 {
                 return Ok(None);
             }
-            return Err(FrameError::Truncated { got, expected: LEN_PREFIX });
+            return Err(FrameError::Truncated {
+                got,
+                expected: LEN_PREFIX,
+            });
         }
         got += n;
     }
@@ -144,9 +161,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let mut payload = vec![0u8; len];
     let mut got = 0;
     while got < len {
-        let n = recv.read(&mut payload[got..]).await.map_err(FrameError::Io)?;
+        let n = recv
+            .read(&mut payload[got..])
+            .await
+            .map_err(FrameError::Io)?;
         if n == 0 {
-            return Err(FrameError::Truncated { got: LEN_PREFIX + got, expected: LEN_PREFIX + len });
+            return Err(FrameError::Truncated {
+                got: LEN_PREFIX + got,
+                expected: LEN_PREFIX + len,
+            });
         }
         got += n;
     }
@@ -195,7 +218,11 @@ mod tests {
 
     #[test]
     fn round_trip_through_decoder() {
-        let m = Msg { version: 1, name: "a".into(), data: vec![1, 2, 3] };
+        let m = Msg {
+            version: 1,
+            name: "a".into(),
+            data: vec![1, 2, 3],
+        };
         let frame = encode(&m, 1024).unwrap();
         assert_eq!(&frame[..4], &((frame.len() - 4) as u32).to_be_bytes());
         let mut d = FrameDecoder::new(1024);
@@ -212,14 +239,29 @@ mod tests {
     fn oversized_length_is_refused_before_buffering() {
         let mut d = FrameDecoder::new(16);
         d.push(&100u32.to_be_bytes());
-        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { len: 100, max: 16 })));
-        let m = Msg { version: 1, name: "x".repeat(64), data: vec![] };
+        assert!(matches!(
+            d.next_frame(),
+            Err(FrameError::TooLarge { len: 100, max: 16 })
+        ));
+        let m = Msg {
+            version: 1,
+            name: "x".repeat(64),
+            data: vec![],
+        };
         assert!(matches!(encode(&m, 16), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]
     fn truncated_frame_is_reported() {
-        let frame = encode(&Msg { version: 1, name: "abc".into(), data: vec![9; 10] }, 64).unwrap();
+        let frame = encode(
+            &Msg {
+                version: 1,
+                name: "abc".into(),
+                data: vec![9; 10],
+            },
+            64,
+        )
+        .unwrap();
         let mut d = FrameDecoder::new(64);
         d.push(&frame[..frame.len() - 2]);
         assert!(d.next_frame().unwrap().is_none());
@@ -228,20 +270,43 @@ mod tests {
 
     #[test]
     fn trailing_bytes_and_garbage_are_malformed() {
-        let mut payload = postcard::to_stdvec(&Msg { version: 1, name: "a".into(), data: vec![] })
-            .unwrap();
+        let mut payload = postcard::to_stdvec(&Msg {
+            version: 1,
+            name: "a".into(),
+            data: vec![],
+        })
+        .unwrap();
         payload.push(0);
-        assert!(matches!(decode::<Msg>(&payload), Err(FrameError::Malformed { .. })));
-        assert!(matches!(decode::<Msg>(&[0xff, 0xff, 0xff]), Err(FrameError::Malformed { .. })));
+        assert!(matches!(
+            decode::<Msg>(&payload),
+            Err(FrameError::Malformed { .. })
+        ));
+        assert!(matches!(
+            decode::<Msg>(&[0xff, 0xff, 0xff]),
+            Err(FrameError::Malformed { .. })
+        ));
     }
 
     #[tokio::test]
     async fn async_read_reports_truncation_and_clean_eof() {
-        let frame = encode(&Msg { version: 1, name: "abc".into(), data: vec![] }, 64).unwrap();
+        let frame = encode(
+            &Msg {
+                version: 1,
+                name: "abc".into(),
+                data: vec![],
+            },
+            64,
+        )
+        .unwrap();
         let mut whole: &[u8] = &frame;
         let m: Msg = read_message(&mut whole, 64).await.unwrap().unwrap();
         assert_eq!(m.name, "abc");
-        assert!(read_message::<Msg, _>(&mut whole, 64).await.unwrap().is_none());
+        assert!(
+            read_message::<Msg, _>(&mut whole, 64)
+                .await
+                .unwrap()
+                .is_none()
+        );
         let mut cut: &[u8] = &frame[..frame.len() - 1];
         assert!(matches!(
             read_message::<Msg, _>(&mut cut, 64).await,

@@ -12,7 +12,10 @@ pub struct DurationError {
 
 /// Parses a sequence of `<integer><unit>` with units ms, s, m, h, d (24h), w (7d).
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let err = |why| DurationError { input: input.to_string(), why };
+    let err = |why| DurationError {
+        input: input.to_string(),
+        why,
+    };
     let s: String = input.chars().filter(|c| !c.is_whitespace()).collect();
     if s.is_empty() {
         return Err(err("empty"));
@@ -24,7 +27,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         if digits == 0 {
             return Err(err("a unit without a number"));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| err("number too large"))?;
         rest = &rest[digits..];
         let letters = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         let unit_ms: u64 = match &rest[..letters] {
@@ -50,7 +55,11 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
 pub fn format_duration(d: Duration) -> String {
     let mut secs = d.as_secs();
     if secs == 0 {
-        return if d.as_millis() > 0 { format!("{}ms", d.as_millis()) } else { "0s".into() };
+        return if d.as_millis() > 0 {
+            format!("{}ms", d.as_millis())
+        } else {
+            "0s".into()
+        };
     }
     let mut out = String::new();
     for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
@@ -93,7 +102,8 @@ pub mod serde_opt_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
-        s.map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -105,12 +115,21 @@ mod tests {
     fn parses_and_formats() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("14d").unwrap(), Duration::from_secs(14 * 86400));
-        assert_eq!(parse_duration("2w 1d").unwrap(), Duration::from_secs(15 * 86400));
+        assert_eq!(
+            parse_duration("14d").unwrap(),
+            Duration::from_secs(14 * 86400)
+        );
+        assert_eq!(
+            parse_duration("2w 1d").unwrap(),
+            Duration::from_secs(15 * 86400)
+        );
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_secs(14 * 86400)), "14d");
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
     }
 
     #[test]

@@ -52,10 +52,16 @@ pub struct Probe {
 
 impl Probe {
     pub fn ok(detail: impl Into<String>) -> Probe {
-        Probe { available: true, detail: detail.into() }
+        Probe {
+            available: true,
+            detail: detail.into(),
+        }
     }
     pub fn missing(reason: impl Into<String>) -> Probe {
-        Probe { available: false, detail: reason.into() }
+        Probe {
+            available: false,
+            detail: reason.into(),
+        }
     }
 }
 

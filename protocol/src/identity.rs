@@ -65,27 +65,42 @@ pub enum IdentityError {
     )]
     Permissions { path: PathBuf, mode: u32 },
     #[error("identity file {path}: field '{field}' does not hold a valid PEM {what}")]
-    Pem { path: PathBuf, field: &'static str, what: &'static str },
+    Pem {
+        path: PathBuf,
+        field: &'static str,
+        what: &'static str,
+    },
 }
 
 impl IdentityBundle {
     /// Reads a bundle, refusing one that other users can read.
     pub fn load(path: &Path) -> Result<IdentityBundle, IdentityError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| IdentityError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| IdentityError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path)
-                .map_err(|source| IdentityError::Read { path: path.to_path_buf(), source })?
+                .map_err(|source| IdentityError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?
                 .permissions()
                 .mode();
             if mode & 0o077 != 0 {
-                return Err(IdentityError::Permissions { path: path.to_path_buf(), mode: mode & 0o777 });
+                return Err(IdentityError::Permissions {
+                    path: path.to_path_buf(),
+                    mode: mode & 0o777,
+                });
             }
         }
-        let bundle: IdentityBundle = toml::from_str(&text)
-            .map_err(|source| IdentityError::Parse { path: path.to_path_buf(), source })?;
+        let bundle: IdentityBundle =
+            toml::from_str(&text).map_err(|source| IdentityError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
         bundle.check(path)?;
         Ok(bundle)
     }
@@ -93,8 +108,10 @@ impl IdentityBundle {
     /// Writes the bundle atomically with mode 0600 (temporary file + rename).
     pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
         let text = toml::to_string_pretty(self).expect("identity bundle serializes");
-        write_private_file(path, text.as_bytes())
-            .map_err(|source| IdentityError::Write { path: path.to_path_buf(), source })
+        write_private_file(path, text.as_bytes()).map_err(|source| IdentityError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// The parsed principal named by the certificate's common name.
@@ -119,10 +136,17 @@ impl IdentityBundle {
     }
 
     fn check(&self, path: &Path) -> Result<(), IdentityError> {
-        let err = |field, what| IdentityError::Pem { path: path.to_path_buf(), field, what };
-        CertificateDer::from_pem_slice(self.ca_cert.as_bytes()).map_err(|_| err("ca_cert", "certificate"))?;
-        CertificateDer::from_pem_slice(self.cert.as_bytes()).map_err(|_| err("cert", "certificate"))?;
-        PrivateKeyDer::from_pem_slice(self.key.as_bytes()).map_err(|_| err("key", "private key"))?;
+        let err = |field, what| IdentityError::Pem {
+            path: path.to_path_buf(),
+            field,
+            what,
+        };
+        CertificateDer::from_pem_slice(self.ca_cert.as_bytes())
+            .map_err(|_| err("ca_cert", "certificate"))?;
+        CertificateDer::from_pem_slice(self.cert.as_bytes())
+            .map_err(|_| err("cert", "certificate"))?;
+        PrivateKeyDer::from_pem_slice(self.key.as_bytes())
+            .map_err(|_| err("key", "private key"))?;
         Ok(())
     }
 }
@@ -130,7 +154,10 @@ impl IdentityBundle {
 /// Writes `bytes` to `path` atomically, readable only by the owner. Parent
 /// directories are created (mode 0700).
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     create_private_dir(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",

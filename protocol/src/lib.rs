@@ -63,7 +63,10 @@ pub fn check_version(peer: u32) -> Result<(), VersionMismatch> {
     if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&peer) {
         Ok(())
     } else {
-        Err(VersionMismatch { peer, ours: PROTOCOL_VERSION })
+        Err(VersionMismatch {
+            peer,
+            ours: PROTOCOL_VERSION,
+        })
     }
 }
 

@@ -17,8 +17,8 @@ use jiff::Timestamp;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::identity::IdentityBundle;
@@ -58,7 +58,10 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { keep_alive: Duration::from_secs(5), idle_timeout: Duration::from_secs(30) }
+        Timing {
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -80,15 +83,23 @@ pub struct RevocationList {
 
 impl RevocationList {
     pub fn new(serials: impl IntoIterator<Item = Vec<u8>>) -> RevocationList {
-        RevocationList { serials: RwLock::new(serials.into_iter().collect()) }
+        RevocationList {
+            serials: RwLock::new(serials.into_iter().collect()),
+        }
     }
 
     pub fn revoke(&self, serial: Vec<u8>) {
-        self.serials.write().expect("revocation list lock").insert(serial);
+        self.serials
+            .write()
+            .expect("revocation list lock")
+            .insert(serial);
     }
 
     pub fn is_revoked(&self, serial: &[u8]) -> bool {
-        self.serials.read().expect("revocation list lock").contains(serial)
+        self.serials
+            .read()
+            .expect("revocation list lock")
+            .contains(serial)
     }
 }
 
@@ -123,7 +134,10 @@ pub fn server_config(
 }
 
 /// mTLS client configuration from an identity bundle (agents and the CLI).
-pub fn client_config(identity: &IdentityBundle, timing: Timing) -> Result<quinn::ClientConfig, TlsError> {
+pub fn client_config(
+    identity: &IdentityBundle,
+    timing: Timing,
+) -> Result<quinn::ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.add(identity.ca_der())?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
@@ -144,7 +158,11 @@ pub fn join_client_config(
     timing: Timing,
 ) -> Result<quinn::ClientConfig, TlsError> {
     let provider = provider();
-    let verifier = Arc::new(PinnedCaVerifier { pin, provider: provider.clone(), verdict });
+    let verifier = Arc::new(PinnedCaVerifier {
+        pin,
+        provider: provider.clone(),
+        verdict,
+    });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -174,7 +192,13 @@ pub struct CertInfo {
 /// Parses the fields Metrom uses from a DER certificate.
 pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let common_name = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let validity = cert.validity();
     Some(CertInfo {
         common_name,
@@ -220,11 +244,16 @@ impl ClientCertVerifier for RevocationAwareVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        let info = cert_info(end_entity)
-            .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let info = cert_info(end_entity).ok_or(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::BadEncoding,
+        ))?;
         if self.revoked.is_revoked(&info.serial) {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
         }
         Ok(verified)
     }
@@ -277,8 +306,10 @@ impl ServerCertVerifier for PinnedCaVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let Some(ca) = intermediates.iter().find(|c| CaPin::of_der(c) == self.pin) else {
-            let offered: Vec<String> =
-                intermediates.iter().map(|c| CaPin::of_der(c).to_hex()).collect();
+            let offered: Vec<String> = intermediates
+                .iter()
+                .map(|c| CaPin::of_der(c).to_hex())
+                .collect();
             return Err(self.refuse(format!(
                 "the controller's CA does not match the token's pin: expected sha256 {}, the controller \
                  presented {}; this is not the controller that issued the token (or the token is for another cluster)",
@@ -287,7 +318,9 @@ impl ServerCertVerifier for PinnedCaVerifier {
             )));
         };
         let mut roots = RootCertStore::empty();
-        roots.add(ca.clone().into_owned()).map_err(|e| self.refuse(format!("pinned CA unusable: {e}")))?;
+        roots
+            .add(ca.clone().into_owned())
+            .map_err(|e| self.refuse(format!("pinned CA unusable: {e}")))?;
         let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
             self.provider.clone(),
@@ -297,7 +330,9 @@ impl ServerCertVerifier for PinnedCaVerifier {
         webpki
             .verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
             .map_err(|e| {
-                self.refuse(format!("the controller's certificate is not valid under the pinned CA: {e}"))
+                self.refuse(format!(
+                    "the controller's certificate is not valid under the pinned CA: {e}"
+                ))
             })
     }
 
@@ -330,6 +365,8 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -98,7 +98,11 @@ impl JoinToken {
             return Err(TokenParseError::Secret);
         }
         let ca_pin = CaPin::from_hex(parts[3]).ok_or(TokenParseError::Pin)?;
-        Ok(JoinToken { id: parts[1].to_string(), secret: parts[2].to_string(), ca_pin })
+        Ok(JoinToken {
+            id: parts[1].to_string(),
+            secret: parts[2].to_string(),
+            ca_pin,
+        })
     }
 
     /// The hash stored by the controller instead of the secret.
@@ -109,7 +113,11 @@ impl JoinToken {
 
 impl fmt::Display for JoinToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{TOKEN_PREFIX}.{}.{}.{}", self.id, self.secret, self.ca_pin)
+        write!(
+            f,
+            "{TOKEN_PREFIX}.{}.{}.{}",
+            self.id, self.secret, self.ca_pin
+        )
     }
 }
 
@@ -158,7 +166,10 @@ mod tests {
             JoinToken::parse(&format!("mtj1.abc.{}.{pin}", "a".repeat(32))),
             Err(TokenParseError::Id)
         );
-        assert_eq!(JoinToken::parse(&format!("mtj1.abcdefgh.short.{pin}")), Err(TokenParseError::Secret));
+        assert_eq!(
+            JoinToken::parse(&format!("mtj1.abcdefgh.short.{pin}")),
+            Err(TokenParseError::Secret)
+        );
         assert_eq!(
             JoinToken::parse(&format!("mtj1.abcdefgh.{}.zz", "a".repeat(32))),
             Err(TokenParseError::Pin)

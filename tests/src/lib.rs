@@ -52,7 +52,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -75,16 +78,28 @@ impl Cluster {
 
     /// As [`Cluster::start`], with extra `serve` arguments.
     pub fn start_with(extra: &[&str]) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("metrom-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("metrom-test-")
+            .tempdir()
+            .expect("tempdir");
         let port = free_udp_port();
         let data = dir.path().join("controller");
         let out = Command::new(bin("metrom-controller"))
             .args(["init", "--data-dir"])
             .arg(&data)
-            .args(["--advertise", &format!("127.0.0.1:{port}"), "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--advertise",
+                &format!("127.0.0.1:{port}"),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
             .output()
             .expect("run metrom-controller init");
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut c = Cluster {
             identity: data.join("admin.identity"),
             dir,
@@ -113,11 +128,21 @@ impl Cluster {
     pub fn start_controller(&mut self) {
         assert!(self.controller.is_none(), "controller already running");
         let log = open_log(&self.controller_log());
-        let child = Command::new(bin("metrom-controller"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(["--heartbeat-interval", HEARTBEAT, "--heartbeat-ttl", HEARTBEAT_TTL])
+        let mut cmd = Command::new(bin("metrom-controller"));
+        cmd.arg("serve").arg("--data-dir").arg(self.data_dir());
+        if !self
+            .extra_serve_args
+            .iter()
+            .any(|a| a == "--heartbeat-interval")
+        {
+            cmd.args([
+                "--heartbeat-interval",
+                HEARTBEAT,
+                "--heartbeat-ttl",
+                HEARTBEAT_TTL,
+            ]);
+        }
+        let child = cmd
             .args(&self.extra_serve_args)
             .env("RUST_LOG", "info,metrom_controller=debug")
             .stdin(Stdio::null())
@@ -128,8 +153,15 @@ impl Cluster {
         self.controller = Some(child);
         let log = self.controller_log();
         wait_for("the controller to answer", Duration::from_secs(20), || {
-            if let Some(status) = self.controller.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("the controller exited ({status}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            if let Some(status) = self
+                .controller
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "the controller exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             self.metrom(&["status"]).status.success().then_some(())
         });
@@ -182,7 +214,10 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("metrom {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "metrom {args:?}: bad JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
@@ -210,8 +245,15 @@ impl Cluster {
         let mut args = vec!["token", "create"];
         args.extend(extra);
         let out = self.metrom(&args);
-        assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+        assert!(
+            out.status.success(),
+            "token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
     }
 
     /// Joins a new agent with `token` and starts it.
@@ -235,7 +277,11 @@ impl Cluster {
             if let Ok(text) = std::fs::read_to_string(&log) {
                 let lines: Vec<&str> = text.lines().collect();
                 let start = lines.len().saturating_sub(60);
-                eprintln!("----- {} (last {} lines) -----", log.display(), lines.len() - start);
+                eprintln!(
+                    "----- {} (last {} lines) -----",
+                    log.display(),
+                    lines.len() - start
+                );
                 for l in &lines[start..] {
                     eprintln!("{l}");
                 }
@@ -270,14 +316,24 @@ impl Agent {
     pub fn join(root: &Path, name: &str, controller: &str, token: &str) -> Agent {
         let data_dir = root.join(format!("agent-{name}"));
         let out = agent_join(&data_dir, controller, token, name);
-        assert!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "join failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let host_id = text
             .split_whitespace()
             .find(|w| w.starts_with("h-"))
             .expect("join prints the host id")
             .to_string();
-        Agent { name: name.into(), log: root.join(format!("agent-{name}.log")), data_dir, host_id, child: None }
+        Agent {
+            name: name.into(),
+            log: root.join(format!("agent-{name}.log")),
+            data_dir,
+            host_id,
+            child: None,
+        }
     }
 
     /// Starts `metrom-agent run`.
@@ -310,7 +366,10 @@ impl Agent {
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let child = self.child.as_mut()?;
         let code = wait_for(&format!("agent {} to exit", self.name), timeout, || {
-            child.try_wait().expect("try_wait").map(|s| s.code().unwrap_or(-1))
+            child
+                .try_wait()
+                .expect("try_wait")
+                .map(|s| s.code().unwrap_or(-1))
         });
         self.child = None;
         Some(code)
@@ -328,7 +387,14 @@ impl Agent {
 pub fn agent_join(data_dir: &Path, controller: &str, token: &str, hostname: &str) -> Output {
     Command::new(bin("metrom-agent"))
         .arg("join")
-        .args(["--controller", controller, "--token", token, "--hostname", hostname])
+        .args([
+            "--controller",
+            controller,
+            "--token",
+            token,
+            "--hostname",
+            hostname,
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .output()
@@ -336,7 +402,11 @@ pub fn agent_join(data_dir: &Path, controller: &str, token: &str, hostname: &str
 }
 
 fn open_log(path: &Path) -> std::fs::File {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open log")
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log")
 }
 
 /// stderr of a process as a string.

@@ -14,7 +14,9 @@ use crate::store::{HostRecord, RevokedCert};
 
 pub(super) fn list(ctrl: &Controller) -> ApiResponse {
     let hosts = ctrl.store.hosts.list().map_err(store_err)?;
-    Ok(Reply::Hosts(hosts.iter().map(|(_, h)| view(ctrl, h)).collect()))
+    Ok(Reply::Hosts(
+        hosts.iter().map(|(_, h)| view(ctrl, h)).collect(),
+    ))
 }
 
 pub(super) fn show(ctrl: &Controller, id: &HostId) -> ApiResponse {
@@ -35,8 +37,14 @@ pub(super) async fn cordon(ctrl: &Controller, id: &HostId, cordon: bool) -> ApiR
         .map_err(store_err)?;
     res?;
     durable(ctrl).await?;
-    let verb = if cordon { "cordoned: it keeps its environments and gets no new ones" } else { "uncordoned" };
-    Ok(Reply::Done { message: format!("host {id} {verb}") })
+    let verb = if cordon {
+        "cordoned: it keeps its environments and gets no new ones"
+    } else {
+        "uncordoned"
+    };
+    Ok(Reply::Done {
+        message: format!("host {id} {verb}"),
+    })
 }
 
 /// Revokes every certificate of the host, closes its live connection at once,
@@ -47,7 +55,9 @@ pub(super) async fn revoke(ctrl: &Controller, id: &HostId) -> ApiResponse {
         .store
         .hosts
         .update(id.as_str(), |rec| match rec {
-            Some(h) if h.revoked() => Err(ApiError::precondition(format!("host {id} is already revoked"))),
+            Some(h) if h.revoked() => Err(ApiError::precondition(format!(
+                "host {id} is already revoked"
+            ))),
             Some(mut h) => {
                 h.revoked_at = Some(now);
                 if ctrl.sessions.is_connected(id) {
@@ -74,7 +84,10 @@ pub(super) async fn revoke(ctrl: &Controller, id: &HostId) -> ApiResponse {
         }
     }
     if let Some(session) = ctrl.sessions.take(id) {
-        session.conn.close(close::REVOKED, b"this host's certificate was revoked by an operator");
+        session.conn.close(
+            close::REVOKED,
+            b"this host's certificate was revoked by an operator",
+        );
     }
     info!(host_id = %id, "host revoked");
     Ok(Reply::Done {
@@ -85,7 +98,11 @@ pub(super) async fn revoke(ctrl: &Controller, id: &HostId) -> ApiResponse {
 }
 
 fn get(ctrl: &Controller, id: &HostId) -> Result<HostRecord, ApiError> {
-    ctrl.store.hosts.get(id.as_str()).map_err(store_err)?.ok_or_else(|| not_found(id))
+    ctrl.store
+        .hosts
+        .get(id.as_str())
+        .map_err(store_err)?
+        .ok_or_else(|| not_found(id))
 }
 
 fn not_found(id: &HostId) -> ApiError {
@@ -93,6 +110,7 @@ fn not_found(id: &HostId) -> ApiError {
 }
 
 fn view(ctrl: &Controller, h: &HostRecord) -> HostView {
-    let (allocated, count) = crate::envs_hooks::allocation(ctrl, &h.id).unwrap_or((Resources::default(), 0));
+    let (allocated, count) =
+        crate::envs_hooks::allocation(ctrl, &h.id).unwrap_or((Resources::default(), 0));
     host_view(h, ctrl.sessions.live(&h.id), allocated, count)
 }

@@ -7,8 +7,8 @@ mod tokens;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use metrom_protocol::messages::api::{ApiError, ApiResponse, Call, Reply, StatusView};
 use metrom_protocol::messages::api::HostState;
+use metrom_protocol::messages::api::{ApiError, ApiResponse, Call, Reply, StatusView};
 
 use crate::state::Controller;
 use crate::store::{Role, StoreError};
@@ -23,7 +23,10 @@ pub struct Caller {
 impl Caller {
     pub fn lookup(ctrl: &Controller, name: &str) -> Result<Caller, ApiError> {
         match ctrl.store.users.get(name).map_err(store_err)? {
-            Some(u) => Ok(Caller { name: u.name, role: u.role }),
+            Some(u) => Ok(Caller {
+                name: u.name,
+                role: u.role,
+            }),
             None => Err(ApiError::denied(format!("user {name} no longer exists"))),
         }
     }
@@ -47,9 +50,11 @@ pub async fn dispatch(
         Call::HostShow { id } => hosts::show(ctrl, &id),
         Call::HostCordon { id, cordon } => hosts::cordon(ctrl, &id, cordon).await,
         Call::HostRevoke { id } => hosts::revoke(ctrl, &id).await,
-        Call::TokenCreate { ttl_secs, uses, labels } => {
-            tokens::create(ctrl, caller, Duration::from_secs(ttl_secs), uses, labels).await
-        }
+        Call::TokenCreate {
+            ttl_secs,
+            uses,
+            labels,
+        } => tokens::create(ctrl, caller, Duration::from_secs(ttl_secs), uses, labels).await,
         Call::TokenList => tokens::list(ctrl),
         Call::TokenRevoke { id } => tokens::revoke(ctrl, &id).await,
     }
@@ -59,7 +64,11 @@ pub async fn dispatch(
 fn authorize(caller: &Caller, call: &Call) -> Result<(), ApiError> {
     let admin_only = matches!(
         call,
-        Call::HostCordon { .. } | Call::HostRevoke { .. } | Call::TokenCreate { .. } | Call::TokenList | Call::TokenRevoke { .. }
+        Call::HostCordon { .. }
+            | Call::HostRevoke { .. }
+            | Call::TokenCreate { .. }
+            | Call::TokenList
+            | Call::TokenRevoke { .. }
     );
     if admin_only && !caller.is_admin() {
         return Err(ApiError::denied(format!(
@@ -69,7 +78,10 @@ fn authorize(caller: &Caller, call: &Call) -> Result<(), ApiError> {
         )));
     }
     if call.is_mutation() && caller.role == Role::Viewer {
-        return Err(ApiError::denied(format!("user {} is a viewer: read-only", caller.name)));
+        return Err(ApiError::denied(format!(
+            "user {} is a viewer: read-only",
+            caller.name
+        )));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use metrom_protocol::messages::api::{ApiError, ApiResponse, Reply, TokenCreated, TokenView};
 use metrom_protocol::token::JoinToken;
 
-use super::{durable, store_err, Caller};
+use super::{Caller, durable, store_err};
 use crate::state::Controller;
 use crate::store::TokenRecord;
 
@@ -26,14 +26,17 @@ pub(super) async fn create(
         return Err(ApiError::invalid("--ttl must be between 1s and 365d"));
     }
     if uses == 0 || uses > MAX_USES {
-        return Err(ApiError::invalid(format!("--uses must be between 1 and {MAX_USES}")));
+        return Err(ApiError::invalid(format!(
+            "--uses must be between 1 and {MAX_USES}"
+        )));
     }
     for (k, v) in &labels {
         check_label(k, v)?;
     }
     let token = JoinToken::generate(ctrl.pki.ca_pin());
     let now = Timestamp::now();
-    let expires_at = now + SignedDuration::try_from(ttl).map_err(|_| ApiError::invalid("--ttl too large"))?;
+    let expires_at =
+        now + SignedDuration::try_from(ttl).map_err(|_| ApiError::invalid("--ttl too large"))?;
     let record = TokenRecord {
         id: token.id.clone(),
         secret_hash: JoinToken::secret_hash(&token.secret),
@@ -45,7 +48,10 @@ pub(super) async fn create(
         labels,
         revoked_at: None,
     };
-    ctrl.store.tokens.put(&token.id, &record).map_err(store_err)?;
+    ctrl.store
+        .tokens
+        .put(&token.id, &record)
+        .map_err(store_err)?;
     durable(ctrl).await?;
     Ok(Reply::TokenCreated(TokenCreated {
         id: token.id.clone(),
@@ -82,23 +88,31 @@ pub(super) async fn revoke(ctrl: &Controller, id: &str) -> ApiResponse {
         .store
         .tokens
         .update(id, |rec| match rec {
-            Some(t) if t.revoked_at.is_some() => Err(ApiError::precondition(format!("token {id} is already revoked"))),
+            Some(t) if t.revoked_at.is_some() => Err(ApiError::precondition(format!(
+                "token {id} is already revoked"
+            ))),
             Some(mut t) => {
                 t.revoked_at = Some(now);
                 Ok(Some(t))
             }
-            None => Err(ApiError::not_found(format!("no token {id}; see `metrom token list`"))),
+            None => Err(ApiError::not_found(format!(
+                "no token {id}; see `metrom token list`"
+            ))),
         })
         .map_err(store_err)?;
     res?;
     durable(ctrl).await?;
-    Ok(Reply::Done { message: format!("token {id} revoked: it can no longer be used to join") })
+    Ok(Reply::Done {
+        message: format!("token {id} revoked: it can no longer be used to join"),
+    })
 }
 
 /// Label keys and values: what Kubernetes allows, roughly — short, printable, no spaces.
 pub fn check_label(key: &str, value: &str) -> Result<(), ApiError> {
     let ok = |s: &str, max: usize| {
-        s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
     };
     if key.is_empty() || !ok(key, 63) {
         return Err(ApiError::invalid(format!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use metrom_protocol::codec::{self, FrameError};
-use metrom_protocol::identity::{default_identity_path, IdentityBundle, IdentityError};
+use metrom_protocol::identity::{IdentityBundle, IdentityError, default_identity_path};
 use metrom_protocol::messages::api::{ApiError, ApiRequest, ApiResponse, Call, ErrorKind, Reply};
 use metrom_protocol::tls::Timing;
 use metrom_protocol::{CONTROLLER_SERVER_NAME, PROTOCOL_VERSION};
@@ -49,7 +49,9 @@ impl ClientError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::Api(e) => e.kind.exit_code(),
-            ClientError::NoIdentity | ClientError::Identity(_) => ErrorKind::InvalidArgument.exit_code(),
+            ClientError::NoIdentity | ClientError::Identity(_) => {
+                ErrorKind::InvalidArgument.exit_code()
+            }
             _ => ErrorKind::Unavailable.exit_code(),
         }
     }
@@ -82,32 +84,62 @@ impl Client {
             .map_err(|e| ClientError::Resolve(identity.controller.clone(), e))?
             .next()
             .ok_or_else(|| {
-                ClientError::Resolve(identity.controller.clone(), std::io::Error::other("no address"))
+                ClientError::Resolve(
+                    identity.controller.clone(),
+                    std::io::Error::other("no address"),
+                )
             })?;
-        let bind: SocketAddr =
-            if addr.is_ipv6() { "[::]:0".parse().expect("addr") } else { "0.0.0.0:0".parse().expect("addr") };
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse().expect("addr")
+        } else {
+            "0.0.0.0:0".parse().expect("addr")
+        };
         let mut endpoint = quinn::Endpoint::client(bind).map_err(ClientError::Socket)?;
-        endpoint.set_default_client_config(metrom_protocol::tls::client_config(identity, Timing::default())?);
+        endpoint.set_default_client_config(metrom_protocol::tls::client_config(
+            identity,
+            Timing::default(),
+        )?);
         let connecting = endpoint.connect(addr, CONTROLLER_SERVER_NAME)?;
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => return Err(ClientError::Timeout { addr }),
             Ok(Err(quinn::ConnectionError::TimedOut)) => return Err(ClientError::Timeout { addr }),
-            Ok(Err(e)) => return Err(ClientError::Refused { addr, reason: e.to_string() }),
+            Ok(Err(e)) => {
+                return Err(ClientError::Refused {
+                    addr,
+                    reason: e.to_string(),
+                });
+            }
             Ok(Ok(c)) => c,
         };
-        Ok(Client { endpoint, conn, addr, max_frame: codec::DEFAULT_MAX_FRAME })
+        Ok(Client {
+            endpoint,
+            conn,
+            addr,
+            max_frame: codec::DEFAULT_MAX_FRAME,
+        })
     }
 
     /// Sends one call and waits for its answer.
     pub async fn call(&self, call: Call) -> Result<Reply, ClientError> {
-        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| self.broken(e.to_string()))?;
-        let req = ApiRequest { version: PROTOCOL_VERSION, call };
-        codec::write_message(&mut send, &req, self.max_frame).await.map_err(|e| self.frame(e))?;
+        let (mut send, mut recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| self.broken(e.to_string()))?;
+        let req = ApiRequest {
+            version: PROTOCOL_VERSION,
+            call,
+        };
+        codec::write_message(&mut send, &req, self.max_frame)
+            .await
+            .map_err(|e| self.frame(e))?;
         let _ = send.finish();
         let resp: ApiResponse = codec::read_message(&mut recv, self.max_frame)
             .await
             .map_err(|e| self.frame(e))?
-            .ok_or_else(|| self.broken("the controller closed the stream without answering".into()))?;
+            .ok_or_else(|| {
+                self.broken("the controller closed the stream without answering".into())
+            })?;
         Ok(resp?)
     }
 
@@ -123,7 +155,10 @@ impl Client {
 
     fn broken(&self, detail: String) -> ClientError {
         match self.conn.close_reason() {
-            Some(reason) => ClientError::Refused { addr: self.addr, reason: reason.to_string() },
+            Some(reason) => ClientError::Refused {
+                addr: self.addr,
+                reason: reason.to_string(),
+            },
             None => ClientError::Stream(detail),
         }
     }

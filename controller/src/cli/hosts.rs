@@ -4,16 +4,25 @@ use metrom_protocol::ids::HostId;
 use metrom_protocol::messages::api::{ApiError, Call, HostView, Reply};
 
 use super::client::Client;
-use super::output::{self, ago, bytes, labels, when, Format, Table};
-use super::{done, label_map, unexpected, CliError, HostCommand, TokenCommand};
+use super::output::{self, Format, Table, ago, bytes, labels, when};
+use super::{CliError, HostCommand, TokenCommand, done, label_map, unexpected};
 
 pub(super) fn status(reply: Reply, fmt: Format) -> Result<(), CliError> {
-    let Reply::Status(s) = reply else { return Err(unexpected(reply)) };
+    let Reply::Status(s) = reply else {
+        return Err(unexpected(reply));
+    };
     match fmt {
         Format::Json => output::print_json(&s),
         Format::Table => {
-            println!("controller  metrom {} (protocol {})", s.controller_version, s.protocol_version);
-            println!("uptime      {} (since {})", output::span(s.uptime_secs as i64), when(s.started_at));
+            println!(
+                "controller  metrom {} (protocol {})",
+                s.controller_version, s.protocol_version
+            );
+            println!(
+                "uptime      {} (since {})",
+                output::span(s.uptime_secs as i64),
+                when(s.started_at)
+            );
             println!(
                 "hosts       {} ready, {} unreachable, {} cordoned, {} revoked",
                 s.hosts_ready, s.hosts_unreachable, s.hosts_cordoned, s.hosts_revoked
@@ -28,7 +37,9 @@ pub(super) async fn host(client: &Client, cmd: HostCommand, fmt: Format) -> Resu
     match cmd {
         HostCommand::List => {
             let reply = client.call(Call::HostList).await?;
-            let Reply::Hosts(hosts) = reply else { return Err(unexpected(reply)) };
+            let Reply::Hosts(hosts) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&hosts),
                 Format::Table => host_table(&hosts),
@@ -37,20 +48,37 @@ pub(super) async fn host(client: &Client, cmd: HostCommand, fmt: Format) -> Resu
         }
         HostCommand::Show { id } => {
             let reply = client.call(Call::HostShow { id: host_id(&id)? }).await?;
-            let Reply::Host(h) = reply else { return Err(unexpected(reply)) };
+            let Reply::Host(h) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&h),
                 Format::Table => host_detail(&h),
             }
             Ok(())
         }
-        HostCommand::Cordon { id } => {
-            done(client.call(Call::HostCordon { id: host_id(&id)?, cordon: true }).await?, fmt)
-        }
-        HostCommand::Uncordon { id } => {
-            done(client.call(Call::HostCordon { id: host_id(&id)?, cordon: false }).await?, fmt)
-        }
-        HostCommand::Revoke { id } => done(client.call(Call::HostRevoke { id: host_id(&id)? }).await?, fmt),
+        HostCommand::Cordon { id } => done(
+            client
+                .call(Call::HostCordon {
+                    id: host_id(&id)?,
+                    cordon: true,
+                })
+                .await?,
+            fmt,
+        ),
+        HostCommand::Uncordon { id } => done(
+            client
+                .call(Call::HostCordon {
+                    id: host_id(&id)?,
+                    cordon: false,
+                })
+                .await?,
+            fmt,
+        ),
+        HostCommand::Revoke { id } => done(
+            client.call(Call::HostRevoke { id: host_id(&id)? }).await?,
+            fmt,
+        ),
     }
 }
 
@@ -63,7 +91,9 @@ pub(super) async fn token(client: &Client, cmd: TokenCommand, fmt: Format) -> Re
                 labels: label_map(args.labels),
             };
             let reply = client.call(call).await?;
-            let Reply::TokenCreated(t) = reply else { return Err(unexpected(reply)) };
+            let Reply::TokenCreated(t) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&t),
                 Format::Table => {
@@ -84,11 +114,14 @@ pub(super) async fn token(client: &Client, cmd: TokenCommand, fmt: Format) -> Re
         }
         TokenCommand::List => {
             let reply = client.call(Call::TokenList).await?;
-            let Reply::Tokens(tokens) = reply else { return Err(unexpected(reply)) };
+            let Reply::Tokens(tokens) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&tokens),
                 Format::Table => {
-                    let mut t = Table::new(&["ID", "STATE", "USED", "EXPIRES", "LABELS", "CREATED BY"]);
+                    let mut t =
+                        Table::new(&["ID", "STATE", "USED", "EXPIRES", "LABELS", "CREATED BY"]);
                     for tok in &tokens {
                         t.row(vec![
                             tok.id.clone(),
@@ -113,7 +146,11 @@ fn host_id(s: &str) -> Result<HostId, CliError> {
 }
 
 fn state_text(h: &HostView) -> String {
-    if h.cordoned { format!("{},Cordoned", h.state) } else { h.state.to_string() }
+    if h.cordoned {
+        format!("{},Cordoned", h.state)
+    } else {
+        h.state.to_string()
+    }
 }
 
 fn capabilities(h: &HostView) -> String {
@@ -128,11 +165,26 @@ fn capabilities(h: &HostView) -> String {
     if c.docker.available {
         v.push("docker");
     }
-    if v.is_empty() { "-".into() } else { v.join(",") }
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(",")
+    }
 }
 
 fn host_table(hosts: &[HostView]) -> () {
-    let mut t = Table::new(&["ID", "NAME", "STATE", "CPUS", "MEMORY", "STORAGE", "CAPABILITIES", "ENVS", "LABELS", "LAST SEEN"]);
+    let mut t = Table::new(&[
+        "ID",
+        "NAME",
+        "STATE",
+        "CPUS",
+        "MEMORY",
+        "STORAGE",
+        "CAPABILITIES",
+        "ENVS",
+        "LABELS",
+        "LAST SEEN",
+    ]);
     for h in hosts {
         t.row(vec![
             h.id.to_string(),
@@ -185,8 +237,16 @@ fn host_detail(h: &HostView) {
         );
     }
     println!("capabilities");
-    for (name, p) in [("kvm", &f.capabilities.kvm), ("libvirt", &f.capabilities.libvirt), ("docker", &f.capabilities.docker)] {
-        println!("  {name:<8}    {} ({})", if p.available { "yes" } else { "no" }, p.detail);
+    for (name, p) in [
+        ("kvm", &f.capabilities.kvm),
+        ("libvirt", &f.capabilities.libvirt),
+        ("docker", &f.capabilities.docker),
+    ] {
+        println!(
+            "  {name:<8}    {} ({})",
+            if p.available { "yes" } else { "no" },
+            p.detail
+        );
     }
     println!("disks");
     for d in &f.disks {

@@ -110,7 +110,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::init_logging("warn");
     metrom_protocol::tls::install_default_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

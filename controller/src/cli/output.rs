@@ -17,7 +17,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str]) -> Table {
-        Table { header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -54,7 +57,10 @@ impl Table {
 
 /// Prints a value as pretty JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("views serialize to JSON"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("views serialize to JSON")
+    );
 }
 
 /// Bytes in binary units: `512 B`, `1.5 KiB`, `15.6 GiB`.
@@ -66,7 +72,11 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// How long ago a time was: `12s ago`, `5m ago`, `3h ago`, `2d ago`; `-` for none.
@@ -103,7 +113,10 @@ pub fn labels(map: &std::collections::BTreeMap<String, String>) -> String {
     if map.is_empty() {
         "-".into()
     } else {
-        map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        map.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -116,7 +129,10 @@ mod tests {
         let mut t = Table::new(&["ID", "STATE"]);
         t.row(vec!["h-1".into(), "Ready".into()]);
         t.row(vec!["h-22222".into(), "Unreachable".into()]);
-        assert_eq!(t.render(), "ID       STATE\nh-1      Ready\nh-22222  Unreachable\n");
+        assert_eq!(
+            t.render(),
+            "ID       STATE\nh-1      Ready\nh-22222  Unreachable\n"
+        );
     }
 
     #[test]

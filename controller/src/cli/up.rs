@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Args;
-use metrom_protocol::identity::{default_identity_path, IdentityBundle};
+use metrom_protocol::identity::{IdentityBundle, default_identity_path};
 use metrom_protocol::messages::api::{Call, HostState, Reply};
 
 use super::client::Client;
 use super::output::{self, Format};
-use crate::daemon::{init_cluster, InitArgs};
+use crate::daemon::{InitArgs, init_cluster};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -70,7 +70,10 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
     // 2. The controller process.
     let ctl_pid = dir.join("controller.pid");
     if running(&ctl_pid).is_none() {
-        eprintln!("starting metrom-controller (log: {})", dir.join("controller.log").display());
+        eprintln!(
+            "starting metrom-controller (log: {})",
+            dir.join("controller.log").display()
+        );
         let mut cmd = Command::new(&controller_bin);
         cmd.arg("serve").arg("--data-dir").arg(&ctl_dir);
         spawn_daemon(cmd, &dir.join("controller.log"), &ctl_pid)?;
@@ -81,9 +84,15 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
     let agent_identity = agent_dir.join("identity.toml");
     if !agent_identity.exists() {
         let reply = client
-            .call(Call::TokenCreate { ttl_secs: 600, uses: 1, labels: [("metrom-up".to_string(), "local".to_string())].into() })
+            .call(Call::TokenCreate {
+                ttl_secs: 600,
+                uses: 1,
+                labels: [("metrom-up".to_string(), "local".to_string())].into(),
+            })
             .await?;
-        let Reply::TokenCreated(token) = reply else { bail!("unexpected answer to token create") };
+        let Reply::TokenCreated(token) = reply else {
+            bail!("unexpected answer to token create")
+        };
         eprintln!("joining the local agent");
         let status = Command::new(&agent_bin)
             .arg("join")
@@ -101,7 +110,10 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
     }
     let agent_pid = dir.join("agent.pid");
     if running(&agent_pid).is_none() {
-        eprintln!("starting metrom-agent (log: {})", dir.join("agent.log").display());
+        eprintln!(
+            "starting metrom-agent (log: {})",
+            dir.join("agent.log").display()
+        );
         let mut cmd = Command::new(&agent_bin);
         cmd.arg("run").arg("--data-dir").arg(&agent_dir);
         spawn_daemon(cmd, &dir.join("agent.log"), &agent_pid)?;
@@ -116,12 +128,20 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let hosts = loop {
         let reply = client.call(Call::HostList).await?;
-        let Reply::Hosts(hosts) = reply else { bail!("unexpected answer to host list") };
-        if hosts.iter().any(|h| h.id.as_str() == host_id && h.state == HostState::Ready) {
+        let Reply::Hosts(hosts) = reply else {
+            bail!("unexpected answer to host list")
+        };
+        if hosts
+            .iter()
+            .any(|h| h.id.as_str() == host_id && h.state == HostState::Ready)
+        {
             break hosts;
         }
         if Instant::now() > deadline {
-            bail!("the local agent did not become Ready within 30s; see {}", dir.join("agent.log").display());
+            bail!(
+                "the local agent did not become Ready within 30s; see {}",
+                dir.join("agent.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
@@ -148,12 +168,23 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
         })),
         Format::Table => {
             println!("Metrom is up on this machine.");
-            println!("  controller  {advertise}  (data {}, log {})", ctl_dir.display(), dir.join("controller.log").display());
-            println!("  agent       host {host_id}  (data {}, log {})", agent_dir.display(), dir.join("agent.log").display());
+            println!(
+                "  controller  {advertise}  (data {}, log {})",
+                ctl_dir.display(),
+                dir.join("controller.log").display()
+            );
+            println!(
+                "  agent       host {host_id}  (data {}, log {})",
+                agent_dir.display(),
+                dir.join("agent.log").display()
+            );
             println!("  identity    {}", identity_path.display());
             println!();
             if export_hint {
-                println!("Use it:\n  export METROM_IDENTITY={}", identity_path.display());
+                println!(
+                    "Use it:\n  export METROM_IDENTITY={}",
+                    identity_path.display()
+                );
             } else {
                 println!("The CLI uses it by default (~/.config/metrom/identity). Try:");
             }
@@ -195,12 +226,18 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("cannot find {name} next to metrom or on PATH; build the workspace first (cargo build --release)")
+    bail!(
+        "cannot find {name} next to metrom or on PATH; build the workspace first (cargo build --release)"
+    )
 }
 
 /// The pid in a pid file, if that process is alive.
 fn running(pid_file: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     (pid > 0 && signal(pid, 0)).then_some(pid)
 }
 
@@ -252,7 +289,10 @@ async fn wait_for_controller(identity: &IdentityBundle, log: &Path) -> anyhow::R
                 Err(_) => c.close().await,
             },
             Err(e) if Instant::now() > deadline => {
-                return Err(anyhow::Error::new(e).context(format!("the controller did not come up; see {}", log.display())));
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the controller did not come up; see {}",
+                    log.display()
+                )));
             }
             Err(_) => {}
         }

@@ -10,9 +10,9 @@ use metrom_protocol::ids::{HostId, Principal};
 use metrom_protocol::messages::agent::{
     AgentMessage, ControllerMessage, Hello, HelloReply, Welcome,
 };
-use metrom_protocol::{check_version, close, PROTOCOL_VERSION};
+use metrom_protocol::{PROTOCOL_VERSION, check_version, close};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{Instrument, debug, info, warn};
 
 use super::FIRST_FRAME_TIMEOUT;
 use crate::state::Controller;
@@ -24,13 +24,14 @@ pub(super) async fn serve(ctrl: Arc<Controller>, conn: quinn::Connection, host: 
 
 async fn run(ctrl: Arc<Controller>, conn: quinn::Connection, host: HostId) {
     let max = ctrl.config.max_frame_bytes;
-    let (mut send, mut recv) = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.accept_bi()).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            conn.close(close::PROTOCOL, b"expected a control stream with Hello");
-            return;
-        }
-    };
+    let (mut send, mut recv) =
+        match tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.accept_bi()).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                conn.close(close::PROTOCOL, b"expected a control stream with Hello");
+                return;
+            }
+        };
     let hello = match read_hello(&mut recv, max).await {
         Ok(h) => h,
         Err(HelloError::Frame(e)) => {
@@ -40,7 +41,14 @@ async fn run(ctrl: Arc<Controller>, conn: quinn::Connection, host: HostId) {
         }
         Err(HelloError::Refuse(reason)) => {
             info!("refused Hello: {reason}");
-            let _ = codec::write_message(&mut send, &HelloReply::Refused { reason: reason.clone() }, max).await;
+            let _ = codec::write_message(
+                &mut send,
+                &HelloReply::Refused {
+                    reason: reason.clone(),
+                },
+                max,
+            )
+            .await;
             let _ = send.finish();
             let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
             conn.close(close::PROTOCOL, reason.as_bytes());
@@ -48,7 +56,10 @@ async fn run(ctrl: Arc<Controller>, conn: quinn::Connection, host: HostId) {
         }
     };
     if hello.host_id != host {
-        let reason = format!("Hello names host {} but the certificate is for {host}", hello.host_id);
+        let reason = format!(
+            "Hello names host {} but the certificate is for {host}",
+            hello.host_id
+        );
         conn.close(close::PROTOCOL, reason.as_bytes());
         return;
     }
@@ -61,7 +72,10 @@ async fn run(ctrl: Arc<Controller>, conn: quinn::Connection, host: HostId) {
     let (control_tx, mut control_rx) = mpsc::channel::<ControllerMessage>(16);
     let (session, replaced) = ctrl.sessions.register(&host, conn.clone(), control_tx);
     if let Some(old) = replaced {
-        old.conn.close(close::REPLACED, b"replaced by a newer session of the same host");
+        old.conn.close(
+            close::REPLACED,
+            b"replaced by a newer session of the same host",
+        );
     }
     let welcome = HelloReply::Welcome(Welcome {
         version: PROTOCOL_VERSION,
@@ -69,7 +83,10 @@ async fn run(ctrl: Arc<Controller>, conn: quinn::Connection, host: HostId) {
         heartbeat_ttl_ms: ctrl.config.heartbeat_ttl.as_millis() as u64,
         renew_before_ms: (ctrl.config.host_cert_validity / 3).as_millis() as u64,
     });
-    if codec::write_message(&mut send, &welcome, max).await.is_err() {
+    if codec::write_message(&mut send, &welcome, max)
+        .await
+        .is_err()
+    {
         ctrl.sessions.remove(&host, session);
         return;
     }
@@ -117,9 +134,14 @@ enum HelloError {
 }
 
 async fn read_hello(recv: &mut quinn::RecvStream, max: usize) -> Result<Hello, HelloError> {
-    let frame = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, codec::read_frame(recv, max)).await {
+    let frame = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, codec::read_frame(recv, max)).await
+    {
         Ok(Ok(Some(f))) => f,
-        Ok(Ok(None)) => return Err(HelloError::Refuse("the control stream ended before Hello".into())),
+        Ok(Ok(None)) => {
+            return Err(HelloError::Refuse(
+                "the control stream ended before Hello".into(),
+            ));
+        }
         Ok(Err(e)) => return Err(HelloError::Frame(e)),
         Err(_) => return Err(HelloError::Refuse("no Hello within 10s".into())),
     };
@@ -129,7 +151,12 @@ async fn read_hello(recv: &mut quinn::RecvStream, max: usize) -> Result<Hello, H
 }
 
 /// Returns false when the session is no longer current (and should end).
-async fn handle_message(ctrl: &Arc<Controller>, host: &HostId, session: u64, msg: AgentMessage) -> bool {
+async fn handle_message(
+    ctrl: &Arc<Controller>,
+    host: &HostId,
+    session: u64,
+    msg: AgentMessage,
+) -> bool {
     match msg {
         AgentMessage::Heartbeat(load) => return ctrl.sessions.heartbeat(host, session, load),
         AgentMessage::EnvStatus(report) => crate::envs_hooks::env_report(ctrl, host, report),
@@ -156,7 +183,11 @@ async fn handle_message(ctrl: &Arc<Controller>, host: &HostId, session: u64, msg
 async fn renew(ctrl: &Controller, host: &HostId, csr_pem: &str) -> Result<String, String> {
     let issued = ctrl
         .pki
-        .issue_for_csr(csr_pem, &Principal::Host(host.clone()), ctrl.config.host_cert_validity)
+        .issue_for_csr(
+            csr_pem,
+            &Principal::Host(host.clone()),
+            ctrl.config.host_cert_validity,
+        )
         .map_err(|e| crate::error_chain(&e))?;
     let updated = ctrl
         .store
@@ -175,7 +206,10 @@ async fn renew(ctrl: &Controller, host: &HostId, csr_pem: &str) -> Result<String
         })
         .map_err(|e| crate::error_chain(&e))?;
     updated?;
-    ctrl.store.flush().await.map_err(|e| crate::error_chain(&e))?;
+    ctrl.store
+        .flush()
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
     Ok(issued.cert_pem)
 }
 

@@ -5,14 +5,19 @@ use std::sync::Arc;
 use metrom_protocol::codec::{self, FrameError};
 use metrom_protocol::messages::api::{ApiError, ApiRequest, ApiResponse, ErrorKind};
 use metrom_protocol::{check_version, close};
-use tracing::{debug, info, Instrument};
+use tracing::{Instrument, debug, info};
 
 use super::FIRST_FRAME_TIMEOUT;
 use crate::api::{self, Caller};
 use crate::state::Controller;
 
 pub(super) async fn serve(ctrl: Arc<Controller>, conn: quinn::Connection, user: String) {
-    ctrl.user_conns.lock().expect("user conns lock").entry(user.clone()).or_default().push(conn.clone());
+    ctrl.user_conns
+        .lock()
+        .expect("user conns lock")
+        .entry(user.clone())
+        .or_default()
+        .push(conn.clone());
     let span = tracing::info_span!("api", user = %user);
     async {
         loop {
@@ -21,7 +26,8 @@ pub(super) async fn serve(ctrl: Arc<Controller>, conn: quinn::Connection, user: 
                     let ctrl = ctrl.clone();
                     let user = user.clone();
                     tokio::spawn(
-                        async move { handle_stream(ctrl, user, send, recv).await }.in_current_span(),
+                        async move { handle_stream(ctrl, user, send, recv).await }
+                            .in_current_span(),
                     );
                 }
                 Err(e) => {
@@ -42,21 +48,27 @@ pub(super) async fn serve(ctrl: Arc<Controller>, conn: quinn::Connection, user: 
     }
 }
 
-async fn handle_stream(ctrl: Arc<Controller>, user: String, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn handle_stream(
+    ctrl: Arc<Controller>,
+    user: String,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let max = ctrl.config.max_frame_bytes;
-    let frame = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, codec::read_frame(&mut recv, max)).await {
-        Ok(Ok(Some(f))) => f,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            info!("bad request frame: {e}");
-            let _ = send.reset(close::PROTOCOL);
-            return;
-        }
-        Err(_) => {
-            let _ = send.reset(close::PROTOCOL);
-            return;
-        }
-    };
+    let frame =
+        match tokio::time::timeout(FIRST_FRAME_TIMEOUT, codec::read_frame(&mut recv, max)).await {
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                info!("bad request frame: {e}");
+                let _ = send.reset(close::PROTOCOL);
+                return;
+            }
+            Err(_) => {
+                let _ = send.reset(close::PROTOCOL);
+                return;
+            }
+        };
     let response: ApiResponse = match parse(&frame) {
         Ok(req) => {
             let caller = match Caller::lookup(&ctrl, &user) {
@@ -88,9 +100,12 @@ async fn handle_stream(ctrl: Arc<Controller>, user: String, mut send: quinn::Sen
 }
 
 fn parse(frame: &[u8]) -> Result<ApiRequest, ApiError> {
-    let version = codec::peek_version(frame).map_err(|e| ApiError::invalid(format!("malformed request: {e}")))?;
+    let version = codec::peek_version(frame)
+        .map_err(|e| ApiError::invalid(format!("malformed request: {e}")))?;
     check_version(version).map_err(|e| ApiError::new(ErrorKind::VersionMismatch, e.to_string()))?;
     codec::decode::<ApiRequest>(frame).map_err(|e| {
-        ApiError::invalid(format!("malformed request ({e}); is the CLI newer than the controller?"))
+        ApiError::invalid(format!(
+            "malformed request ({e}); is the CLI newer than the controller?"
+        ))
     })
 }

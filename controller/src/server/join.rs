@@ -8,10 +8,10 @@ use jiff::Timestamp;
 use metrom_protocol::codec::{self, FrameError};
 use metrom_protocol::ids::{HostId, Principal};
 use metrom_protocol::messages::join::{JoinAccepted, JoinRefused, JoinRequest, JoinResponse};
-use metrom_protocol::token::{constant_time_eq, JoinToken};
+use metrom_protocol::token::{JoinToken, constant_time_eq};
 use metrom_protocol::{check_version, close};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tracing::{info, warn};
 
 use super::FIRST_FRAME_TIMEOUT;
@@ -23,14 +23,20 @@ const MAX_JOIN_FRAME: usize = 64 * 1024;
 
 pub(super) async fn serve(ctrl: Arc<Controller>, conn: quinn::Connection) {
     let remote = conn.remote_address();
-    let (mut send, mut recv) = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.accept_bi()).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            conn.close(close::PROTOCOL, b"no join request");
-            return;
-        }
-    };
-    let frame = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, codec::read_frame(&mut recv, MAX_JOIN_FRAME)).await {
+    let (mut send, mut recv) =
+        match tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.accept_bi()).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                conn.close(close::PROTOCOL, b"no join request");
+                return;
+            }
+        };
+    let frame = match tokio::time::timeout(
+        FIRST_FRAME_TIMEOUT,
+        codec::read_frame(&mut recv, MAX_JOIN_FRAME),
+    )
+    .await
+    {
         Ok(Ok(Some(f))) => f,
         Ok(Ok(None)) => {
             conn.close(close::PROTOCOL, b"no join request");
@@ -53,7 +59,10 @@ pub(super) async fn serve(ctrl: Arc<Controller>, conn: quinn::Connection) {
         }
         Err(JoinError::Protocol(e)) => {
             info!(%remote, "join: malformed request: {e}");
-            conn.close(close::PROTOCOL, format!("malformed join request: {e}").as_bytes());
+            conn.close(
+                close::PROTOCOL,
+                format!("malformed join request: {e}").as_bytes(),
+            );
             return;
         }
         Err(JoinError::Refused(reason)) => {
@@ -61,7 +70,10 @@ pub(super) async fn serve(ctrl: Arc<Controller>, conn: quinn::Connection) {
             JoinResponse::Refused(JoinRefused { reason })
         }
     };
-    if codec::write_message(&mut send, &response, MAX_JOIN_FRAME).await.is_ok() {
+    if codec::write_message(&mut send, &response, MAX_JOIN_FRAME)
+        .await
+        .is_ok()
+    {
         let _ = send.finish();
         // Let the agent read the answer and close; don't wait forever.
         let _ = tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.closed()).await;
@@ -121,14 +133,22 @@ async fn answer(ctrl: &Controller, frame: &[u8]) -> Result<JoinAccepted, JoinErr
         Err(TransactionError::Abort(reason)) => return Err(JoinError::Refused(reason)),
         Err(TransactionError::Storage(e)) => {
             warn!("join: store failure: {e}");
-            return Err(JoinError::Refused("the controller could not record the join; try again".into()));
+            return Err(JoinError::Refused(
+                "the controller could not record the join; try again".into(),
+            ));
         }
     }
     if let Err(e) = ctrl.store.flush().await {
         warn!("join: store flush failure: {}", crate::error_chain(&e));
-        return Err(JoinError::Refused("the controller could not record the join; try again".into()));
+        return Err(JoinError::Refused(
+            "the controller could not record the join; try again".into(),
+        ));
     }
-    Ok(JoinAccepted { host_id, cert_pem: issued.cert_pem, ca_pem: ctrl.pki.ca_pem().to_string() })
+    Ok(JoinAccepted {
+        host_id,
+        cert_pem: issued.cert_pem,
+        ca_pem: ctrl.pki.ca_pem().to_string(),
+    })
 }
 
 /// Whether a token admits this request at `now`; the reason says what to do if not.
@@ -144,10 +164,14 @@ pub(crate) fn check_token(
         ));
     };
     if !constant_time_eq(&JoinToken::secret_hash(&req.secret), &token.secret_hash) {
-        return Err(format!("join token {id}: the secret does not match; copy the whole token again"));
+        return Err(format!(
+            "join token {id}: the secret does not match; copy the whole token again"
+        ));
     }
     if let Some(at) = token.revoked_at {
-        return Err(format!("join token {id} was revoked at {at}; ask the operator for a new one"));
+        return Err(format!(
+            "join token {id} was revoked at {at}; ask the operator for a new one"
+        ));
     }
     if token.used >= token.uses {
         return Err(format!(
@@ -171,7 +195,11 @@ fn sanitize_hostname(name: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
         .take(64)
         .collect();
-    if clean.is_empty() { "unnamed".into() } else { clean }
+    if clean.is_empty() {
+        "unnamed".into()
+    } else {
+        clean
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrom_protocol::ids::Principal;
-use metrom_protocol::tls::{cert_info, peer_certificate, Timing};
-use metrom_protocol::{close, ALPN_JOIN, ALPN_MAIN};
+use metrom_protocol::tls::{Timing, cert_info, peer_certificate};
+use metrom_protocol::{ALPN_JOIN, ALPN_MAIN, close};
 use tracing::{debug, info, warn};
 
 use crate::state::Controller;
@@ -52,7 +52,11 @@ pub fn bind(ctrl: &Controller) -> Result<quinn::Endpoint, ServeError> {
 
 /// Serves until `shutdown` completes, then closes every connection with a
 /// reason and flushes the store.
-pub async fn run(ctrl: Arc<Controller>, endpoint: quinn::Endpoint, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    ctrl: Arc<Controller>,
+    endpoint: quinn::Endpoint,
+    shutdown: impl Future<Output = ()>,
+) {
     let liveness = tokio::spawn(liveness_loop(ctrl.clone()));
     tokio::pin!(shutdown);
     loop {
@@ -119,8 +123,12 @@ fn authenticate(ctrl: &Controller, conn: &quinn::Connection) -> Result<Principal
         .ok_or("a client certificate is required (only joining is possible without one)")?;
     let info = cert_info(&cert).ok_or("unreadable client certificate")?;
     let serial = hex::encode(&info.serial);
-    let principal = Principal::from_common_name(&info.common_name)
-        .ok_or_else(|| format!("certificate names no Metrom identity ('{}')", info.common_name))?;
+    let principal = Principal::from_common_name(&info.common_name).ok_or_else(|| {
+        format!(
+            "certificate names no Metrom identity ('{}')",
+            info.common_name
+        )
+    })?;
     let known = match &principal {
         Principal::Host(id) => ctrl
             .store
@@ -138,7 +146,9 @@ fn authenticate(ctrl: &Controller, conn: &quinn::Connection) -> Result<Principal
     if known {
         Ok(principal)
     } else {
-        Err(format!("{principal} is not (or no longer) known to this controller"))
+        Err(format!(
+            "{principal} is not (or no longer) known to this controller"
+        ))
     }
 }
 
@@ -151,7 +161,9 @@ async fn liveness_loop(ctrl: Arc<Controller>) {
         interval.tick().await;
         for (host, session) in ctrl.sessions.expire(ttl, Instant::now()) {
             warn!(host_id = %host, "no heartbeat for {:?}: host is Unreachable", ttl);
-            session.conn.close(close::HEARTBEAT_TIMEOUT, b"no heartbeat within the TTL");
+            session
+                .conn
+                .close(close::HEARTBEAT_TIMEOUT, b"no heartbeat within the TTL");
             agent::record_disconnect(&ctrl, &host, session.address);
         }
     }

@@ -16,7 +16,9 @@ pub use table::{Table, TxTable};
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store at {path}: cannot open (is another metrom-controller running on this data directory?)")]
+    #[error(
+        "store at {path}: cannot open (is another metrom-controller running on this data directory?)"
+    )]
     Open {
         path: PathBuf,
         #[source]
@@ -58,7 +60,10 @@ impl Store {
             .path(&path)
             .flush_every_ms(Some(1000))
             .open()
-            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         Ok(Store {
             meta: Table::new("meta", db.open_tree("meta")?),
             hosts: Table::new("hosts", db.open_tree("hosts")?),
@@ -82,7 +87,10 @@ impl Store {
     }
 
     /// Opens (creating if needed) a tree for a module that keeps its own table.
-    pub fn table<T: serde::Serialize + serde::de::DeserializeOwned>(&self, name: &'static str) -> Result<Table<T>, StoreError> {
+    pub fn table<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &'static str,
+    ) -> Result<Table<T>, StoreError> {
         Ok(Table::new(name, self.db.open_tree(name)?))
     }
 }

@@ -17,13 +17,21 @@ pub struct Table<T> {
 
 impl<T> Clone for Table<T> {
     fn clone(&self) -> Self {
-        Table { name: self.name, tree: self.tree.clone(), _t: PhantomData }
+        Table {
+            name: self.name,
+            tree: self.tree.clone(),
+            _t: PhantomData,
+        }
     }
 }
 
 impl<T: Serialize + DeserializeOwned> Table<T> {
     pub(super) fn new(name: &'static str, tree: sled::Tree) -> Table<T> {
-        Table { name, tree, _t: PhantomData }
+        Table {
+            name,
+            tree,
+            _t: PhantomData,
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -132,7 +140,11 @@ pub struct TxTable<'a, T> {
 
 impl<'a, T: Serialize + DeserializeOwned> TxTable<'a, T> {
     pub fn new(table: &Table<T>, tree: &'a TransactionalTree) -> TxTable<'a, T> {
-        TxTable { name: table.name, tree, _t: PhantomData }
+        TxTable {
+            name: table.name,
+            tree,
+            _t: PhantomData,
+        }
     }
 
     pub fn get<E>(&self, key: &str) -> Result<Option<T>, ConflictableTransactionError<E>> {
@@ -159,7 +171,11 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records serialize")
 }
 
-fn decode<T: DeserializeOwned>(table: &'static str, key: &str, raw: &[u8]) -> Result<T, StoreError> {
+fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: &str,
+    raw: &[u8],
+) -> Result<T, StoreError> {
     serde_json::from_slice(raw).map_err(|source| StoreError::Corrupt {
         table,
         key: key.to_string(),

@@ -48,7 +48,9 @@ pub enum AgentMessage {
     /// An environment's observed state changed (or is re-asserted).
     EnvStatus(EnvReport),
     /// Ask for a fresh certificate for a key generated on the host.
-    RenewCertificate { csr_pem: String },
+    RenewCertificate {
+        csr_pem: String,
+    },
     /// Activity figures per environment, for the idle policy.
     Activity(Vec<EnvActivity>),
 }
@@ -71,17 +73,29 @@ pub enum Command {
     /// the spec's build serial is newer, start or stop it per its desired power.
     Apply(EnvSpec),
     /// Delete the environment (and its data unless `keep_data`).
-    Delete { env_id: EnvId, generation: u64, keep_data: bool },
+    Delete {
+        env_id: EnvId,
+        generation: u64,
+        keep_data: bool,
+    },
 }
 
 /// Agent → controller on the command's stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum CommandReply {
     /// Recorded durably in the agent's ledger; progress follows as EnvStatus.
-    Accepted { env_id: EnvId, generation: u64 },
+    Accepted {
+        env_id: EnvId,
+        generation: u64,
+    },
     /// Ignored: the agent has already seen a newer generation.
-    Stale { env_id: EnvId, current_generation: u64 },
-    Refused { reason: String },
+    Stale {
+        env_id: EnvId,
+        current_generation: u64,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
 /// Agent → controller, one per stream the agent opens.
@@ -97,8 +111,14 @@ pub enum AgentRequest {
 /// First frame of an image transfer; raw bytes follow until `size - offset`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ImageStreamHeader {
-    Found { size: u64, digest: String, offset: u64 },
-    NotFound { reason: String },
+    Found {
+        size: u64,
+        digest: String,
+        offset: u64,
+    },
+    NotFound {
+        reason: String,
+    },
 }
 
 /// Activity of one environment over the last reporting interval.

@@ -24,18 +24,34 @@ pub struct ApiRequest {
 pub enum Call {
     Status,
     HostList,
-    HostShow { id: HostId },
-    HostCordon { id: HostId, cordon: bool },
-    HostRevoke { id: HostId },
-    TokenCreate { ttl_secs: u64, uses: u32, labels: BTreeMap<String, String> },
+    HostShow {
+        id: HostId,
+    },
+    HostCordon {
+        id: HostId,
+        cordon: bool,
+    },
+    HostRevoke {
+        id: HostId,
+    },
+    TokenCreate {
+        ttl_secs: u64,
+        uses: u32,
+        labels: BTreeMap<String, String>,
+    },
     TokenList,
-    TokenRevoke { id: String },
+    TokenRevoke {
+        id: String,
+    },
 }
 
 impl Call {
     /// Whether the call changes state (audited, and refused to viewers).
     pub fn is_mutation(&self) -> bool {
-        !matches!(self, Call::Status | Call::HostList | Call::HostShow { .. } | Call::TokenList)
+        !matches!(
+            self,
+            Call::Status | Call::HostList | Call::HostShow { .. } | Call::TokenList
+        )
     }
 }
 
@@ -62,7 +78,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
-        ApiError { kind, message: message.into() }
+        ApiError {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorKind::InvalidArgument, message)

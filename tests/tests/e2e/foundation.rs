@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use metrom_tests::{agent_join, stderr, stdout, wait_for, Cluster, TTL_WITH_SLACK};
+use metrom_tests::{Cluster, TTL_WITH_SLACK, agent_join, stderr, stdout, wait_for};
 use serde_json::Value;
 
 #[test]
@@ -12,7 +12,10 @@ fn three_agents_join_report_facts_and_survive_restarts_and_revocation() {
     let a = c.join_agent("one", &token);
     let b = c.join_agent("two", &token);
     let d = c.join_agent("three", &token);
-    let ids: Vec<String> = [a, b, d].iter().map(|&i| c.agent(i).host_id.clone()).collect();
+    let ids: Vec<String> = [a, b, d]
+        .iter()
+        .map(|&i| c.agent(i).host_id.clone())
+        .collect();
 
     // All three Ready, with real facts and the token's labels.
     let hosts = wait_for("3 Ready hosts", Duration::from_secs(30), || {
@@ -26,20 +29,39 @@ fn three_agents_join_report_facts_and_survive_restarts_and_revocation() {
         assert!(f["storage"]["total_bytes"].as_u64().unwrap() > 0, "{h}");
         assert!(!f["kernel"].as_str().unwrap().is_empty());
         assert_eq!(f["arch"], std::env::consts::ARCH);
-        assert!(f["capabilities"]["kvm"]["detail"].as_str().unwrap().contains("/dev/kvm"));
+        assert!(
+            f["capabilities"]["kvm"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("/dev/kvm")
+        );
         assert_eq!(h["labels"]["rack"], "b2");
         assert_eq!(h["labels"]["tier"], "test");
-        assert!(h["load"]["memory_available_bytes"].as_u64().is_some(), "heartbeats carry load: {h}");
+        assert!(
+            h["load"]["memory_available_bytes"].as_u64().is_some(),
+            "heartbeats carry load: {h}"
+        );
     }
     let names: Vec<&str> = hosts.iter().map(|h| h["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"one") && names.contains(&"two") && names.contains(&"three"), "{names:?}");
+    assert!(
+        names.contains(&"one") && names.contains(&"two") && names.contains(&"three"),
+        "{names:?}"
+    );
 
     // The table shows them too.
     let table = stdout(&c.metrom(&["host", "list"]));
-    assert!(table.contains("STATE") && table.matches("Ready").count() == 3, "{table}");
+    assert!(
+        table.contains("STATE") && table.matches("Ready").count() == 3,
+        "{table}"
+    );
 
     // The token is used up: a fourth join is refused.
-    let out = agent_join(&c.dir.path().join("agent-four"), &c.address(), &token, "four");
+    let out = agent_join(
+        &c.dir.path().join("agent-four"),
+        &c.address(),
+        &token,
+        "four",
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("used up"), "{}", stderr(&out));
 
@@ -54,10 +76,14 @@ fn three_agents_join_report_facts_and_survive_restarts_and_revocation() {
     let tokens_before: Vec<Value> = c.json(&["token", "list"]);
     c.stop_controller();
     c.start_controller();
-    wait_for("all hosts Ready after a controller restart", Duration::from_secs(60), || {
-        let hosts = c.hosts();
-        (hosts.len() == 3 && hosts.iter().all(|h| h["state"] == "Ready")).then_some(())
-    });
+    wait_for(
+        "all hosts Ready after a controller restart",
+        Duration::from_secs(60),
+        || {
+            let hosts = c.hosts();
+            (hosts.len() == 3 && hosts.iter().all(|h| h["state"] == "Ready")).then_some(())
+        },
+    );
     let tokens_after: Vec<Value> = c.json(&["token", "list"]);
     assert_eq!(tokens_before, tokens_after);
     for h in c.hosts() {
@@ -81,7 +107,10 @@ fn three_agents_join_report_facts_and_survive_restarts_and_revocation() {
     c.agent(d).start(&[]);
     assert_eq!(c.agent(d).wait_exit(Duration::from_secs(20)), Some(3));
     let status = stdout(&c.metrom(&["status"]));
-    assert!(status.contains("2 ready") && status.contains("1 revoked"), "{status}");
+    assert!(
+        status.contains("2 ready") && status.contains("1 revoked"),
+        "{status}"
+    );
 }
 
 #[test]
@@ -129,7 +158,10 @@ fn bad_join_tokens_are_refused_and_store_nothing() {
         let out = agent_join(&root.join(format!("bad-{i}")), &c.address(), token, "bad");
         assert!(!out.status.success(), "{token} was accepted");
         assert!(stderr(&out).contains(expect), "{token}: {}", stderr(&out));
-        assert!(!root.join(format!("bad-{i}/identity.toml")).exists(), "nothing written on refusal");
+        assert!(
+            !root.join(format!("bad-{i}/identity.toml")).exists(),
+            "nothing written on refusal"
+        );
     }
 
     // Expired.
@@ -175,7 +207,10 @@ fn an_agent_refuses_a_controller_whose_ca_does_not_match_the_pin() {
     // A's token was not used.
     std::thread::sleep(Duration::from_millis(300));
     let blog = std::fs::read_to_string(b.controller_log()).unwrap();
-    assert!(!blog.contains("join"), "B must not have received a join request:\n{blog}");
+    assert!(
+        !blog.contains("join"),
+        "B must not have received a join request:\n{blog}"
+    );
     assert!(b.hosts().is_empty());
     let tokens: Vec<Value> = a.json(&["token", "list"]);
     assert_eq!(tokens[0]["used"], 0);
@@ -207,7 +242,11 @@ fn cli_errors_are_clear_with_distinct_exit_codes() {
     dead.stop_controller();
     let out = dead.metrom(&["status"]);
     assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cannot reach the controller"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach the controller"),
+        "{}",
+        stderr(&out)
+    );
 
     // init refuses an initialised directory.
     let out = std::process::Command::new(metrom_tests::bin("metrom-controller"))
@@ -216,12 +255,102 @@ fn cli_errors_are_clear_with_distinct_exit_codes() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("already initialised") && stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already initialised") && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
 
     // Bad arguments are caught before anything is sent.
     let out = c.metrom(&["token", "create", "--ttl", "3y"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("invalid duration"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid duration"),
+        "{}",
+        stderr(&out)
+    );
     let out = c.metrom(&["token", "create", "--label", "bad key=x"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// Stops what `metrom up` started, even when the test fails.
+struct UpGuard {
+    home: std::path::PathBuf,
+    data: std::path::PathBuf,
+}
+
+impl Drop for UpGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(metrom_tests::bin("metrom"))
+            .arg("down")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .env("HOME", &self.home)
+            .output();
+    }
+}
+
+#[test]
+fn metrom_up_runs_a_controller_and_a_local_agent() {
+    let home = tempfile::Builder::new()
+        .prefix("metrom-up-")
+        .tempdir()
+        .unwrap();
+    let data = home.path().join("data");
+    let port = metrom_tests::free_udp_port().to_string();
+    let _guard = UpGuard {
+        home: home.path().to_path_buf(),
+        data: data.clone(),
+    };
+    let up = |extra: &[&str]| {
+        std::process::Command::new(metrom_tests::bin("metrom"))
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--port", &port])
+            .args(extra)
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("METROM_IDENTITY")
+            .output()
+            .unwrap()
+    };
+    let out = up(&[]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Metrom is up"), "{text}");
+    // The CLI now finds the identity by itself.
+    let status = std::process::Command::new(metrom_tests::bin("metrom"))
+        .args(["host", "list", "-o", "json"])
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("METROM_IDENTITY")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", stderr(&status));
+    let hosts: Vec<Value> = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0]["state"], "Ready");
+    assert_eq!(hosts[0]["labels"]["metrom-up"], "local");
+
+    // Running it again changes nothing: same single host.
+    let again = up(&["-o", "json"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 1);
+
+    let down = std::process::Command::new(metrom_tests::bin("metrom"))
+        .arg("down")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(down.status.success());
+    assert!(
+        stderr(&down).contains("stopping metrom-agent"),
+        "{}",
+        stderr(&down)
+    );
+    assert!(!data.join("controller.pid").exists());
 }
