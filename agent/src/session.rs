@@ -235,7 +235,7 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
         }
     });
     agent.work.attach(tx.clone());
-    let mut pending_key = renew_if_due(agent, &identity, &welcome, &tx).await;
+    let mut pending_key = renew_if_due(agent, &welcome, &tx).await;
 
     let mut sampler = LoadSampler::new(&agent.data_dir);
     let mut heartbeat = tokio::time::interval(Duration::from_millis(
@@ -247,6 +247,9 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
             _ = heartbeat.tick() => {
                 if tx.send(AgentMessage::Heartbeat(sampler.sample())).await.is_err() {
                     break Err(lost(&"control stream writer stopped"));
+                }
+                if pending_key.is_none() {
+                    pending_key = renew_if_due(agent, &welcome, &tx).await;
                 }
             }
             msg = codec::read_message::<ControllerMessage, _>(&mut recv, max) => match msg {
@@ -282,13 +285,8 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
 }
 
 /// Asks for a new certificate when the current one is in its last third.
-async fn renew_if_due(
-    agent: &Agent,
-    identity: &IdentityBundle,
-    welcome: &Welcome,
-    tx: &mpsc::Sender<AgentMessage>,
-) -> Option<String> {
-    let info = cert_info(&identity.cert_der())?;
+async fn renew_if_due(agent: &Agent, welcome: &Welcome, tx: &mpsc::Sender<AgentMessage>) -> Option<String> {
+    let info = cert_info(&agent.identity().cert_der())?;
     let left = info.not_after.duration_since(Timestamp::now());
     if left.as_millis() > welcome.renew_before_ms as i128 {
         return None;

@@ -107,8 +107,8 @@ impl Config {
                 "must be at least twice heartbeat_interval, or one lost packet marks a host Unreachable",
             ));
         }
-        if self.host_cert_validity < Duration::from_secs(60) {
-            return Err(invalid("host_cert_validity", "must be at least 1m"));
+        if self.host_cert_validity < Duration::from_secs(10) {
+            return Err(invalid("host_cert_validity", "must be at least 10s"));
         }
         if self.max_frame_bytes < 64 * 1024 {
             return Err(invalid("max_frame_bytes", "must be at least 65536"));

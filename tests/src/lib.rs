@@ -167,6 +167,17 @@ impl Cluster {
         });
     }
 
+    /// Appends lines to the controller's `controller.toml` and restarts it.
+    pub fn configure(&mut self, toml: &str) {
+        let path = self.data_dir().join("controller.toml");
+        let mut text = std::fs::read_to_string(&path).expect("controller.toml");
+        text.push_str(toml);
+        text.push('\n');
+        std::fs::write(&path, text).expect("write controller.toml");
+        self.stop_controller();
+        self.start_controller();
+    }
+
     /// SIGTERM and wait: a clean shutdown.
     pub fn stop_controller(&mut self) {
         if let Some(mut child) = self.controller.take() {

@@ -354,3 +354,32 @@ fn metrom_up_runs_a_controller_and_a_local_agent() {
     );
     assert!(!data.join("controller.pid").exists());
 }
+
+#[test]
+fn agents_renew_their_certificate_before_it_expires() {
+    let mut c = Cluster::start();
+    c.configure("host_cert_validity = \"15s\"");
+    let token = c.token(&[]);
+    let i = c.join_agent("renewer", &token);
+    let id = c.agent(i).host_id.clone();
+    let identity_file = c.agent(i).data_dir.join("identity.toml");
+    let first = std::fs::read_to_string(&identity_file).unwrap();
+    c.wait_host_state(&id, "Ready", Duration::from_secs(20));
+    // In the last third of its 15 s validity, the agent asks for a new one.
+    let renewed = wait_for("a renewed certificate", Duration::from_secs(30), || {
+        let now = std::fs::read_to_string(&identity_file).unwrap();
+        (now != first).then_some(now)
+    });
+    let old: toml::Value = toml::from_str(&first).unwrap();
+    let new: toml::Value = toml::from_str(&renewed).unwrap();
+    assert_ne!(old["cert"], new["cert"]);
+    assert_ne!(old["key"], new["key"], "a fresh key for every certificate");
+    // Past the first certificate's expiry, a restarted agent still gets in.
+    std::thread::sleep(Duration::from_secs(16));
+    c.agent(i).kill();
+    c.wait_host_state(&id, "Unreachable", TTL_WITH_SLACK);
+    c.agent(i).start(&[]);
+    c.wait_host_state(&id, "Ready", Duration::from_secs(20));
+    let log = std::fs::read_to_string(&c.agent(i).log).unwrap();
+    assert!(log.contains("renewed host certificate saved"), "{log}");
+}
