@@ -59,6 +59,7 @@ fn static_facts(data_dir: &Path) -> HostFacts {
         storage,
         capabilities: Capabilities::default(),
         agent_version: metrom_protocol::BUILD_VERSION.to_string(),
+        runtimes: Vec::new(),
     }
 }
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::messages::env::RuntimeKind;
+
 /// Facts about a host, gathered by the agent at connect time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct HostFacts {
@@ -21,6 +23,8 @@ pub struct HostFacts {
     pub storage: DiskFact,
     pub capabilities: Capabilities,
     pub agent_version: String,
+    /// Runtimes this agent offers for environments, usable now.
+    pub runtimes: Vec<RuntimeKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -5,6 +5,7 @@
 //! them first (`cargo build --workspace --bins`, which the README's test
 //! command does).
 
+pub mod bench;
 pub mod proc;
 
 use std::net::UdpSocket;

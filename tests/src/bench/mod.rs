@@ -1,0 +1,3 @@
+//! Benchmarks behind `metrom-bench`; figures go to docs/benchmarks.md.
+
+pub mod agents;
