@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use metrom_protocol::duration::serde_str;
+use metrom_protocol::messages::env::RuntimeKind;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,6 +21,15 @@ pub struct AgentConfig {
     /// Longest wait between reconnection attempts.
     #[serde(with = "serde_str")]
     pub max_backoff: Duration,
+    /// Runtime kinds served by the built-in fake runtime instead of a real one
+    /// ("kvm", "docker", "fake"): for tests and demos on machines without KVM or Docker.
+    pub fake_runtimes: Vec<String>,
+    /// How long the fake runtime takes to create an instance.
+    #[serde(with = "serde_str")]
+    pub fake_delay: Duration,
+    /// An environment that is not Running this long after it was (re)started is reported Failed.
+    #[serde(with = "serde_str")]
+    pub provision_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -29,6 +39,9 @@ impl Default for AgentConfig {
             libvirt_uri: "qemu:///system".into(),
             docker_socket: "/var/run/docker.sock".into(),
             max_backoff: Duration::from_secs(30),
+            fake_runtimes: Vec::new(),
+            fake_delay: Duration::from_millis(200),
+            provision_timeout: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -62,9 +75,28 @@ impl AgentConfig {
             path: path.clone(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path,
+        let cfg: AgentConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
             message: e.to_string(),
-        })
+        })?;
+        for k in &cfg.fake_runtimes {
+            if RuntimeKind::parse(k).is_none() {
+                return Err(ConfigError::Parse {
+                    path,
+                    message: format!(
+                        "key 'fake_runtimes': unknown runtime '{k}' (use kvm, docker or fake)"
+                    ),
+                });
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The runtime kinds the fake serves.
+    pub fn fake_kinds(&self) -> Vec<RuntimeKind> {
+        self.fake_runtimes
+            .iter()
+            .filter_map(|k| RuntimeKind::parse(k))
+            .collect()
     }
 }

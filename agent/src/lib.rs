@@ -4,6 +4,8 @@ pub mod backoff;
 pub mod config;
 pub mod enroll;
 pub mod facts;
+pub mod ledger;
+pub mod runtime;
 pub mod session;
 pub mod work;
 

@@ -285,7 +285,11 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
 }
 
 /// Asks for a new certificate when the current one is in its last third.
-async fn renew_if_due(agent: &Agent, welcome: &Welcome, tx: &mpsc::Sender<AgentMessage>) -> Option<String> {
+async fn renew_if_due(
+    agent: &Agent,
+    welcome: &Welcome,
+    tx: &mpsc::Sender<AgentMessage>,
+) -> Option<String> {
     let info = cert_info(&agent.identity().cert_der())?;
     let left = info.not_after.duration_since(Timestamp::now());
     if left.as_millis() > welcome.renew_before_ms as i128 {

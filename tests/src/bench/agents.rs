@@ -3,11 +3,11 @@
 //! heartbeating, measure the controller's CPU and resident memory, then
 //! restart the controller and measure how long all N take to reconnect.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use metrom_agent::backoff::Backoff;
 use metrom_agent::enroll::{exchange, key_and_csr};
 use metrom_protocol::codec;
@@ -21,7 +21,7 @@ use metrom_protocol::token::JoinToken;
 use metrom_protocol::{CONTROLLER_SERVER_NAME, PROTOCOL_VERSION};
 use tokio::sync::Semaphore;
 
-use crate::{bin, proc, Cluster};
+use crate::{Cluster, bin, proc};
 
 /// Shared counters of the simulated agents.
 #[derive(Default)]

@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use metrom_tests::bench;
 
 #[derive(Parser)]
-#[command(name = "metrom-bench", about = "Metrom benchmarks against real processes on loopback")]
+#[command(
+    name = "metrom-bench",
+    about = "Metrom benchmarks against real processes on loopback"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,10 +43,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     metrom_protocol::tls::install_default_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
-        Command::Agents { count, measure, heartbeat, per_socket } => {
-            rt.block_on(bench::agents::run(count, measure, &heartbeat, per_socket))
-        }
+        Command::Agents {
+            count,
+            measure,
+            heartbeat,
+            per_socket,
+        } => rt.block_on(bench::agents::run(count, measure, &heartbeat, per_socket)),
     }
 }
