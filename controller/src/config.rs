@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use metrom_protocol::duration::serde_str;
+use metrom_protocol::messages::env::SiteSettings;
+
+use crate::scheduler::SchedulerConfig;
 use serde::{Deserialize, Serialize};
 
 /// The controller's configuration.
@@ -32,6 +35,10 @@ pub struct Config {
     pub user_cert_validity: Duration,
     /// Largest message accepted on any stream, in bytes.
     pub max_frame_bytes: usize,
+    /// Placement: strategy and overcommit ratios.
+    pub scheduler: SchedulerConfig,
+    /// Site-wide provisioning settings handed to agents (internal registry, package mirror).
+    pub site: SiteSettings,
 }
 
 impl Default for Config {
@@ -44,6 +51,8 @@ impl Default for Config {
             host_cert_validity: Duration::from_secs(365 * 86_400),
             user_cert_validity: Duration::from_secs(365 * 86_400),
             max_frame_bytes: metrom_protocol::codec::DEFAULT_MAX_FRAME,
+            scheduler: SchedulerConfig::default(),
+            site: SiteSettings::default(),
         }
     }
 }
@@ -113,6 +122,7 @@ impl Config {
         if self.max_frame_bytes < 64 * 1024 {
             return Err(invalid("max_frame_bytes", "must be at least 65536"));
         }
+        self.scheduler.validate().map_err(|m| invalid("scheduler", &m))?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use metrom_protocol::tls::RevocationList;
 
 use crate::config::Config;
+use crate::envs::Envs;
 use crate::hosts::Sessions;
 use crate::pki::{Pki, PkiError};
 use crate::store::{Store, StoreError};
@@ -43,6 +44,8 @@ pub struct Controller {
     pub started_at: Timestamp,
     /// `HOST:PORT` written into identity bundles.
     pub advertise: String,
+    /// Environment bookkeeping kept in memory.
+    pub envs: Envs,
 }
 
 impl Controller {
@@ -69,6 +72,8 @@ impl Controller {
                 .get(META_ADVERTISE)?
                 .unwrap_or_else(|| format!("127.0.0.1:{}", config.listen.port())),
         };
+        let envs: Vec<_> = store.envs.list()?.into_iter().map(|(_, e)| e).collect();
+        let envs = Envs::load(&envs);
         Ok(Arc::new(Controller {
             config,
             data_dir: data_dir.to_path_buf(),
@@ -79,6 +84,7 @@ impl Controller {
             user_conns: Mutex::new(HashMap::new()),
             started_at: now,
             advertise,
+            envs,
         }))
     }
 

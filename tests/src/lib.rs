@@ -270,11 +270,56 @@ impl Cluster {
 
     /// Joins a new agent with `token` and starts it.
     pub fn join_agent(&mut self, name: &str, token: &str) -> usize {
+        self.join_agent_with_config(name, token, "")
+    }
+
+    /// Joins a new agent, writes `agent_toml` as its agent.toml, and starts it.
+    pub fn join_agent_with_config(&mut self, name: &str, token: &str, agent_toml: &str) -> usize {
         let agent = Agent::join(self.dir.path(), name, &self.address(), token);
+        if !agent_toml.is_empty() {
+            std::fs::write(agent.data_dir.join("agent.toml"), agent_toml).expect("write agent.toml");
+        }
         self.agents.push(agent);
         let i = self.agents.len() - 1;
         self.agents[i].start(&[]);
         i
+    }
+
+    /// Joins an agent whose kvm, docker and fake runtimes are all the fake one,
+    /// waits until it is Ready, and returns its index.
+    pub fn fake_host(&mut self, name: &str, delay: &str) -> usize {
+        let token = self.token(&[]);
+        let i = self.join_agent_with_config(name, &token, &fake_agent_toml(delay));
+        let id = self.agent(i).host_id.clone();
+        self.wait_host_state(&id, "Ready", Duration::from_secs(20));
+        i
+    }
+
+    /// Imports a small raw file as a VM base image called `name`.
+    pub fn import_dummy_image(&self, name: &str) {
+        let path = self.dir.path().join(format!("{name}.raw"));
+        std::fs::write(&path, vec![0u8; 64 * 1024]).expect("write image");
+        let out = self.metrom(&["image", "import", path.to_str().expect("utf8"), "--name", name]);
+        assert!(out.status.success(), "image import failed: {}", stderr(&out));
+    }
+
+    /// Runs `metrom` and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.metrom(args);
+        assert!(out.status.success(), "metrom {args:?} failed ({}): {}", out.status, stderr(&out));
+        stdout(&out)
+    }
+
+    /// The environment's state as `env show -o json` reports it.
+    pub fn env(&self, name: &str) -> Value {
+        self.json(&["env", "show", name])
+    }
+
+    pub fn wait_env_state(&self, name: &str, state: &str, timeout: Duration) -> Value {
+        wait_for(&format!("environment {name} to be {state}"), timeout, || {
+            let v = self.env(name);
+            (v["state"] == state).then_some(v)
+        })
     }
 
     pub fn agent(&mut self, i: usize) -> &mut Agent {
@@ -393,6 +438,24 @@ impl Agent {
             None => false,
         }
     }
+}
+
+/// agent.toml for a host whose runtimes are all served by the fake.
+pub fn fake_agent_toml(delay: &str) -> String {
+    format!("fake_runtimes = [\"kvm\", \"docker\", \"fake\"]\nfake_delay = \"{delay}\"\n")
+}
+
+/// The folder of a starter template shipped in `templates/`.
+pub fn starter_template(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates").join(name)
+}
+
+/// The fake runtime's instances on an agent (env id → record).
+pub fn fake_instances(agent_data_dir: &Path) -> serde_json::Map<String, Value> {
+    std::fs::read(agent_data_dir.join("fake-runtime.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// `metrom-agent join` without assertions.

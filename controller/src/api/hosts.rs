@@ -4,7 +4,6 @@ use jiff::Timestamp;
 use metrom_protocol::close;
 use metrom_protocol::ids::HostId;
 use metrom_protocol::messages::api::{ApiError, ApiResponse, HostView, Reply};
-use metrom_protocol::messages::env::Resources;
 use tracing::info;
 
 use super::{durable, store_err};

@@ -1,7 +1,10 @@
 //! Request handlers for the CLI's calls. [`dispatch`] is the one place that
 //! routes a call and checks the caller's role.
 
+mod envs;
 mod hosts;
+pub mod images;
+pub mod templates;
 mod tokens;
 
 use std::time::Duration;
@@ -36,13 +39,8 @@ impl Caller {
     }
 }
 
-/// Routes one call. `stream` lets long calls send progress before the answer.
-pub async fn dispatch(
-    ctrl: &Controller,
-    caller: &Caller,
-    call: Call,
-    _stream: &mut quinn::SendStream,
-) -> ApiResponse {
+/// Routes one call. `recv` carries the bytes of uploads that follow their request.
+pub async fn dispatch(ctrl: &Controller, caller: &Caller, call: Call, recv: &mut quinn::RecvStream) -> ApiResponse {
     authorize(caller, &call)?;
     match call {
         Call::Status => status(ctrl, caller),
@@ -57,6 +55,23 @@ pub async fn dispatch(
         } => tokens::create(ctrl, caller, Duration::from_secs(ttl_secs), uses, labels).await,
         Call::TokenList => tokens::list(ctrl),
         Call::TokenRevoke { id } => tokens::revoke(ctrl, &id).await,
+        Call::TemplatePush { files } => templates::push(ctrl, caller, files).await,
+        Call::TemplateList => templates::list(ctrl),
+        Call::TemplateShow { name, version } => templates::show(ctrl, &name, version.as_deref()),
+        Call::TemplateVersions { name } => templates::versions(ctrl, &name),
+        Call::TemplatePull { name, version } => templates::pull(ctrl, &name, version.as_deref()),
+        Call::EnvCreate(req) => envs::create(ctrl, caller, req).await,
+        Call::EnvList { all } => envs::list(ctrl, caller, all),
+        Call::EnvShow { name } => envs::show(ctrl, caller, &name),
+        Call::EnvPower { name, running } => envs::power(ctrl, caller, &name, running).await,
+        Call::EnvRebuild { name, version, elsewhere } => {
+            envs::rebuild(ctrl, caller, &name, version.as_deref(), elsewhere).await
+        }
+        Call::EnvDelete { name, keep_data } => envs::delete(ctrl, caller, &name, keep_data).await,
+        Call::EnvEvents { name, limit } => envs::events(ctrl, caller, &name, limit),
+        Call::ImageImport { name, size, format } => images::import(ctrl, caller, &name, size, &format, recv).await,
+        Call::ImageList => images::list(ctrl),
+        Call::ImageDelete { name } => images::delete(ctrl, &name).await,
     }
 }
 
@@ -69,6 +84,8 @@ fn authorize(caller: &Caller, call: &Call) -> Result<(), ApiError> {
             | Call::TokenCreate { .. }
             | Call::TokenList
             | Call::TokenRevoke { .. }
+            | Call::ImageImport { .. }
+            | Call::ImageDelete { .. }
     );
     if admin_only && !caller.is_admin() {
         return Err(ApiError::denied(format!(

@@ -143,6 +143,49 @@ impl Client {
         Ok(resp?)
     }
 
+    /// Sends a call followed by `size` raw bytes of `file`, reporting how many
+    /// bytes were sent, then waits for the answer.
+    pub async fn upload(
+        &self,
+        call: Call,
+        file: &Path,
+        size: u64,
+        progress: impl Fn(u64),
+    ) -> Result<Reply, ClientError> {
+        use tokio::io::AsyncReadExt;
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| self.broken(e.to_string()))?;
+        let req = ApiRequest { version: PROTOCOL_VERSION, call };
+        codec::write_message(&mut send, &req, self.max_frame).await.map_err(|e| self.frame(e))?;
+        let mut f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| ClientError::Stream(format!("{}: {e}", file.display())))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        while sent < size {
+            let n = f.read(&mut buf).await.map_err(|e| ClientError::Stream(format!("{}: {e}", file.display())))?;
+            if n == 0 {
+                return Err(ClientError::Stream(format!("{} shrank while it was being sent", file.display())));
+            }
+            let n = n.min((size - sent) as usize);
+            if let Err(e) = send.write_all(&buf[..n]).await {
+                // The controller may have refused early (e.g. the name exists): read its answer.
+                let answer = codec::read_message::<ApiResponse, _>(&mut recv, self.max_frame).await;
+                if let Ok(Some(resp)) = answer {
+                    return Ok(resp?);
+                }
+                return Err(self.broken(e.to_string()));
+            }
+            sent += n as u64;
+            progress(sent);
+        }
+        let _ = send.finish();
+        let resp: ApiResponse = codec::read_message(&mut recv, self.max_frame)
+            .await
+            .map_err(|e| self.frame(e))?
+            .ok_or_else(|| self.broken("the controller closed the stream without answering".into()))?;
+        Ok(resp?)
+    }
+
     /// Closes the connection politely.
     pub async fn close(self) {
         self.conn.close(metrom_protocol::close::NORMAL, b"done");

@@ -1,8 +1,11 @@
 //! `metrom`: the operator's and developer's command line.
 
 pub mod client;
+mod envs;
 mod hosts;
+mod images;
 pub mod output;
+mod templates;
 mod up;
 
 use std::collections::BTreeMap;
@@ -51,6 +54,15 @@ pub enum Command {
     /// Join tokens that let boxes enroll as hosts.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Environment templates: push, list, show, versions, pull.
+    #[command(subcommand)]
+    Template(templates::TemplateCommand),
+    /// Development environments: create, list, show, start, stop, rebuild, delete, events.
+    #[command(subcommand)]
+    Env(envs::EnvCommand),
+    /// VM base images: import, list, delete.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
     /// Start an all-in-one Metrom on this machine: a controller and a local agent joined to it.
     Up(up::UpArgs),
     /// Stop what `metrom up` started (environments' VMs and containers keep running).
@@ -179,6 +191,9 @@ async fn command(client: &Client, command: Command, fmt: Format) -> Result<(), C
         Command::Status => hosts::status(client.call(Call::Status).await?, fmt),
         Command::Host(cmd) => hosts::host(client, cmd, fmt).await,
         Command::Token(cmd) => hosts::token(client, cmd, fmt).await,
+        Command::Template(cmd) => templates::run(client, cmd, fmt).await,
+        Command::Env(cmd) => envs::run(client, cmd, fmt).await,
+        Command::Image(cmd) => images::run(client, cmd, fmt).await,
         Command::Up(_) | Command::Down(_) => unreachable!("handled before connecting"),
     }
 }

@@ -91,7 +91,7 @@ async fn run(ctrl: Arc<Controller>, conn: quinn::Connection, host: HostId) {
         return;
     }
     info!(address = %conn.remote_address(), agent = %hello.facts.agent_version, "agent connected: host Ready");
-    crate::envs_hooks::host_connected(&ctrl, &host, hello.environments);
+    crate::envs::reports::host_connected(&ctrl, &host, hello.environments);
 
     // Writer: ControllerMessages onto the control stream.
     let writer = tokio::spawn(async move {
@@ -159,8 +159,8 @@ async fn handle_message(
 ) -> bool {
     match msg {
         AgentMessage::Heartbeat(load) => return ctrl.sessions.heartbeat(host, session, load),
-        AgentMessage::EnvStatus(report) => crate::envs_hooks::env_report(ctrl, host, report),
-        AgentMessage::Activity(activity) => crate::envs_hooks::activity(ctrl, host, activity),
+        AgentMessage::EnvStatus(report) => crate::envs::reports::env_report(ctrl, host, report),
+        AgentMessage::Activity(activity) => crate::envs::reports::activity(ctrl, host, activity),
         AgentMessage::RenewCertificate { csr_pem } => {
             let reply = match renew(ctrl, host, &csr_pem).await {
                 Ok(cert_pem) => {
@@ -248,5 +248,5 @@ pub(super) fn record_disconnect(ctrl: &Controller, host: &HostId, address: std::
     if let Err(e) = res {
         warn!(host_id = %host, "could not record last-seen time: {}", crate::error_chain(&e));
     }
-    crate::envs_hooks::host_disconnected(ctrl, host);
+    crate::envs::reports::host_disconnected(ctrl, host);
 }

@@ -80,7 +80,7 @@ async fn handle_stream(
                 }
             };
             debug!(call = ?std::mem::discriminant(&req.call), "request");
-            api::dispatch(&ctrl, &caller, req.call, &mut send).await
+            api::dispatch(&ctrl, &caller, req.call, &mut recv).await
         }
         Err(e) => Err(e),
     };

@@ -58,6 +58,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let liveness = tokio::spawn(liveness_loop(ctrl.clone()));
+    let reconciler = tokio::spawn(crate::envs::reconcile::run(ctrl.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -70,6 +71,7 @@ pub async fn run(
     }
     info!("shutting down: closing connections");
     liveness.abort();
+    reconciler.abort();
     endpoint.close(close::SHUTDOWN, b"controller shutting down");
     // Record when every connected host was last seen before we go.
     for host in ctrl.sessions.connected() {

@@ -46,6 +46,13 @@ pub struct Store {
     pub tokens: Table<TokenRecord>,
     pub users: Table<UserRecord>,
     pub revoked: Table<RevokedCert>,
+    pub templates: Table<TemplateRecord>,
+    pub template_versions: Table<TemplateVersionRecord>,
+    pub envs: Table<EnvRecord>,
+    /// Environment name → id, for the names in use.
+    pub env_names: Table<String>,
+    pub events: Table<EventRecord>,
+    pub images: Table<ImageRecord>,
 }
 
 impl Store {
@@ -70,6 +77,12 @@ impl Store {
             tokens: Table::new("tokens", db.open_tree("tokens")?),
             users: Table::new("users", db.open_tree("users")?),
             revoked: Table::new("revoked", db.open_tree("revoked")?),
+            templates: Table::new("templates", db.open_tree("templates")?),
+            template_versions: Table::new("template_versions", db.open_tree("template_versions")?),
+            envs: Table::new("envs", db.open_tree("envs")?),
+            env_names: Table::new("env_names", db.open_tree("env_names")?),
+            events: Table::new("events", db.open_tree("events")?),
+            images: Table::new("images", db.open_tree("images")?),
             db,
         })
     }
@@ -84,6 +97,11 @@ impl Store {
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// A monotonically increasing number (for event keys).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
     }
 
     /// Opens (creating if needed) a tree for a module that keeps its own table.

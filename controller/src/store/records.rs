@@ -120,3 +120,123 @@ pub struct RevokedCert {
     pub revoked_at: Timestamp,
     pub not_after: Timestamp,
 }
+
+/// A template: its versions, newest last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    pub name: String,
+    pub description: String,
+    /// Who pushed the first version; only they (or an admin) may push more.
+    pub owner: String,
+    pub versions: Vec<TemplateVersionMeta>,
+}
+
+impl TemplateRecord {
+    pub fn latest(&self) -> &TemplateVersionMeta {
+        self.versions.last().expect("a template has at least one version")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateVersionMeta {
+    pub version: String,
+    pub pushed_at: Timestamp,
+    pub pushed_by: String,
+}
+
+/// The files of one template version (immutable), keyed `name@version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateVersionRecord {
+    pub name: String,
+    pub version: String,
+    pub files: Vec<metrom_protocol::messages::env::TemplateFile>,
+}
+
+/// What the owner wants of an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    Running,
+    Stopped,
+    Deleted,
+}
+
+impl Desired {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+            Desired::Deleted => "deleted",
+        }
+    }
+}
+
+/// When the current build reached each phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    pub requested_at: Option<Timestamp>,
+    pub scheduled_at: Option<Timestamp>,
+    pub provisioning_at: Option<Timestamp>,
+    pub running_at: Option<Timestamp>,
+}
+
+/// An environment: desired state (durable before a request is acknowledged)
+/// and the last observed state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvRecord {
+    pub id: metrom_protocol::ids::EnvId,
+    pub name: String,
+    pub owner: String,
+    pub template: String,
+    pub version: String,
+    pub params: BTreeMap<String, String>,
+    /// Parameter names whose values are secret (masked in views).
+    #[serde(default)]
+    pub secret_params: Vec<String>,
+    pub resources: metrom_protocol::messages::env::Resources,
+    pub runtime: metrom_protocol::messages::env::RuntimeKind,
+    /// The host it is placed on.
+    pub host: Option<HostId>,
+    /// Placement constraints given at create.
+    #[serde(default)]
+    pub pin_host: Option<HostId>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The base image (name, digest) it was created from, if any.
+    #[serde(default)]
+    pub image: Option<metrom_protocol::messages::env::ImageRef>,
+    pub desired: Desired,
+    #[serde(default)]
+    pub keep_data: bool,
+    /// Increments on every change of desired state.
+    pub generation: u64,
+    /// Increments on every rebuild.
+    pub build: u64,
+    pub state: metrom_protocol::messages::env::EnvState,
+    #[serde(default)]
+    pub detail: metrom_protocol::messages::env::EnvDetail,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub timings: Timings,
+    #[serde(default)]
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// Something that happened to an environment, keyed `<env-id>/<sequence>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub at: Timestamp,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A VM base image in the image store (the file is `images/<hex digest>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub format: String,
+    pub imported_at: Timestamp,
+    pub imported_by: String,
+}

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::{HostFacts, HostLoad};
-use crate::ids::HostId;
-use crate::messages::env::Resources;
+use crate::ids::{EnvId, HostId};
+use crate::messages::env::{EnvDetail, Resources, TemplateFile};
 
 /// First and only frame from the client on a request stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +66,16 @@ pub enum Reply {
     Host(HostView),
     TokenCreated(TokenCreated),
     Tokens(Vec<TokenView>),
+    TemplatePushed(TemplatePushed),
+    Templates(Vec<TemplateSummary>),
+    Template(TemplateDetail),
+    TemplateVersions(Vec<TemplateVersionView>),
+    TemplateFiles { name: String, version: String, files: Vec<TemplateFile> },
+    Env(EnvView),
+    Envs(Vec<EnvView>),
+    Events(Vec<EventView>),
+    Image(ImageView),
+    Images(Vec<ImageView>),
 }
 
 /// A refusal or failure, with what to do about it.
@@ -214,4 +224,127 @@ pub struct TokenView {
     pub labels: BTreeMap<String, String>,
     /// "active", "expired", "used up" or "revoked".
     pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplatePushed {
+    pub name: String,
+    pub version: String,
+    /// False when this exact content was already stored.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateSummary {
+    pub name: String,
+    pub description: String,
+    pub latest: String,
+    pub versions: u32,
+    pub owner: String,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateVersionView {
+    pub version: String,
+    pub pushed_at: Timestamp,
+    pub pushed_by: String,
+    pub latest: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParamView {
+    pub name: String,
+    /// The default, or "••••" for a secret; None when the parameter is required.
+    pub default: Option<String>,
+    pub description: String,
+    pub required: bool,
+    pub secret: bool,
+}
+
+/// A template version as `template show` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateDetail {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub pushed_at: Timestamp,
+    pub pushed_by: String,
+    pub latest: bool,
+    pub runtime: Vec<String>,
+    pub image: Option<String>,
+    pub resources: Resources,
+    /// "web 8080/tcp"
+    pub ports: Vec<String>,
+    pub packages: Vec<String>,
+    /// "git https://… (branch main) → app"
+    pub repos: Vec<String>,
+    pub params: Vec<ParamView>,
+    /// "web: registry.lan/web:1, depends on db (healthy)"
+    pub services: Vec<String>,
+    /// "ttl 14d", "idle 60m", "schedule …"
+    pub policies: Vec<String>,
+    /// (path, size in bytes)
+    pub files: Vec<(String, u64)>,
+}
+
+/// One phase of an environment's current build and when it was reached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseView {
+    /// "requested", "scheduled", "provisioning", "running"
+    pub phase: String,
+    pub at: Timestamp,
+    /// Seconds since the build was requested.
+    pub after_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventView {
+    pub at: Timestamp,
+    pub kind: String,
+    pub message: String,
+}
+
+/// An environment as `env list` and `env show` print it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvView {
+    pub id: EnvId,
+    pub name: String,
+    pub owner: String,
+    pub template: String,
+    pub version: String,
+    /// Secret parameters are masked.
+    pub params: BTreeMap<String, String>,
+    pub resources: Resources,
+    pub runtime: String,
+    pub host: Option<HostId>,
+    pub host_name: Option<String>,
+    /// "running", "stopped" or "deleted".
+    pub desired: String,
+    /// Pending, Scheduled, Provisioning, Running, Stopped, Failed, Unknown, Deleted.
+    pub state: String,
+    /// Why it Failed, or what it is waiting for.
+    pub reason: Option<String>,
+    pub detail: EnvDetail,
+    pub generation: u64,
+    pub build: u64,
+    pub created_at: Timestamp,
+    pub phases: Vec<PhaseView>,
+    /// Latest events, newest last (env show only).
+    pub events: Vec<EventView>,
+    /// The next action a policy will take, and when (e.g. "stop at 2026-11-25 19:00 (schedule)").
+    pub next_action: Option<String>,
+}
+
+/// A VM base image in the controller's image store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageView {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub format: String,
+    pub imported_at: Timestamp,
+    pub imported_by: String,
+    /// Environments (not deleted) whose template uses the image.
+    pub used_by: u32,
 }

@@ -108,8 +108,9 @@ pub struct EnvSpec {
     pub site: SiteSettings,
 }
 
-/// Site-wide provisioning settings from the controller's config.
+/// Site-wide provisioning settings from the controller's config (`[site]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
 pub struct SiteSettings {
     /// The internal container registry (`host:port`), used as Docker's mirror
     /// and for unqualified images.
