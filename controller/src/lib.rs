@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod envs_hooks;
 pub mod hosts;
 pub mod pki;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod store;
