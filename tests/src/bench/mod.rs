@@ -1,3 +1,4 @@
 //! Benchmarks behind `metrom-bench`; figures go to docs/benchmarks.md.
 
 pub mod agents;
+pub mod schedule;

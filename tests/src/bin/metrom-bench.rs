@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use metrom_controller::scheduler::Strategy;
 use metrom_tests::bench;
 
 #[derive(Parser)]
@@ -34,6 +35,18 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         per_socket: usize,
     },
+    /// Place N environments on a synthetic cluster with the controller's scheduler (one thread).
+    Schedule {
+        /// Hosts in the synthetic cluster.
+        #[arg(long, default_value_t = 10_000)]
+        hosts: usize,
+        /// Environments to place with place_and_commit.
+        #[arg(long, default_value_t = 100_000)]
+        envs: usize,
+        /// binpack or spread.
+        #[arg(long, default_value = "binpack")]
+        strategy: Strategy,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -43,15 +56,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     metrom_protocol::tls::install_default_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     match cli.command {
         Command::Agents {
             count,
             measure,
             heartbeat,
             per_socket,
-        } => rt.block_on(bench::agents::run(count, measure, &heartbeat, per_socket)),
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(bench::agents::run(count, measure, &heartbeat, per_socket))
+        }
+        Command::Schedule {
+            hosts,
+            envs,
+            strategy,
+        } => bench::schedule::run(hosts, envs, strategy),
     }
 }
