@@ -109,7 +109,6 @@ fn not_found(id: &HostId) -> ApiError {
 }
 
 fn view(ctrl: &Controller, h: &HostRecord) -> HostView {
-    let (allocated, count) =
-        crate::envs_hooks::allocation(ctrl, &h.id).unwrap_or((Resources::default(), 0));
+    let (allocated, count) = ctrl.envs.allocation(&h.id);
     host_view(h, ctrl.sessions.live(&h.id), allocated, count)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use metrom_protocol::ids::HostId;
-use metrom_protocol::messages::agent::{Command, EnvActivity};
+use metrom_protocol::messages::agent::EnvActivity;
 use metrom_protocol::messages::env::{EnvReport, EnvState};
 use tracing::{info, warn};
 

@@ -43,6 +43,25 @@ pub enum Call {
     TokenRevoke {
         id: String,
     },
+    /// Validate and store a template folder as an immutable version.
+    TemplatePush { files: Vec<TemplateFile> },
+    TemplateList,
+    /// `version`: a digest, a unique digest prefix, or None for the latest.
+    TemplateShow { name: String, version: Option<String> },
+    TemplateVersions { name: String },
+    TemplatePull { name: String, version: Option<String> },
+    EnvCreate(EnvCreate),
+    EnvList { all: bool },
+    EnvShow { name: String },
+    /// Start (`running`) or stop an environment.
+    EnvPower { name: String, running: bool },
+    EnvRebuild { name: String, version: Option<String>, elsewhere: bool },
+    EnvDelete { name: String, keep_data: bool },
+    EnvEvents { name: String, limit: u32 },
+    /// Upload a VM base image: `size` raw bytes follow the request on the same stream.
+    ImageImport { name: String, size: u64, format: String },
+    ImageList,
+    ImageDelete { name: String },
 }
 
 impl Call {
@@ -50,9 +69,33 @@ impl Call {
     pub fn is_mutation(&self) -> bool {
         !matches!(
             self,
-            Call::Status | Call::HostList | Call::HostShow { .. } | Call::TokenList
+            Call::Status
+                | Call::HostList
+                | Call::HostShow { .. }
+                | Call::TokenList
+                | Call::TemplateList
+                | Call::TemplateShow { .. }
+                | Call::TemplateVersions { .. }
+                | Call::TemplatePull { .. }
+                | Call::EnvList { .. }
+                | Call::EnvShow { .. }
+                | Call::EnvEvents { .. }
+                | Call::ImageList
         )
     }
+}
+
+/// `metrom env create`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvCreate {
+    pub name: String,
+    pub template: String,
+    pub version: Option<String>,
+    pub params: BTreeMap<String, String>,
+    /// Place on exactly this host.
+    pub host: Option<HostId>,
+    /// Place only on hosts with all these labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The controller's answer.
