@@ -52,7 +52,8 @@ pub fn write_dir(files: &[TemplateFile], dir: &Path, force: bool) -> Result<(), 
             if entries.next().is_some() && !force {
                 return Err(TemplateError::new(
                     shown,
-                    "the folder is not empty: choose an empty or new folder, or overwrite with --force",
+                    "the folder is not empty: choose an empty or new folder, or overwrite with \
+                        --force",
                 ));
             }
         }
@@ -229,7 +230,8 @@ impl Walk {
             } else if kind.is_symlink() {
                 return Err(TemplateError::new(
                     rel,
-                    "is a symbolic link: templates must be self-contained; copy the file into the folder",
+                    "is a symbolic link: templates must be self-contained; copy the file into \
+                        the folder",
                 ));
             } else if !kind.is_file() {
                 return Err(TemplateError::new(

@@ -123,7 +123,8 @@ impl Interpolator<'_> {
                     return Err(self.error(
                         dollar,
                         None,
-                        "'$' must be followed by a variable name or '{': write '$$' for a literal '$'"
+                        "'$' must be followed by a variable name or '{': write '$$' for a \
+                            literal '$'"
                             .into(),
                     ));
                 }
@@ -196,8 +197,9 @@ impl Interpolator<'_> {
                 at,
                 Some(name),
                 format!(
-                    "variable '{name}' is not set: declare it under [params.{name}] in metrom.toml, \
-                     give a default with ${{{name}:-value}}, or write $$ for a literal '$'"
+                    "variable '{name}' is not set: declare it under [params.{name}] in \
+                     metrom.toml, give a default with ${{{name}:-value}}, or write $$ for a \
+                     literal '$'"
                 ),
             )
         })
@@ -362,7 +364,8 @@ mod tests {
         let e = resolve_params(&m, &vars(&[])).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "template web-db: parameter 'APP_TOKEN' is required (it has no default): give it a value"
+            "template web-db: parameter 'APP_TOKEN' is required (it has no default): \
+             give it a value"
         );
         let m2 = manifest(&[("A", None), ("B", None)]);
         let e = resolve_params(&m2, &vars(&[])).unwrap_err();

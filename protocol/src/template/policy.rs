@@ -362,6 +362,25 @@ fn de_timezone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Erro
     Ok(name)
 }
 
+/// Deserializes a list of strings, parsing each and checking the whole.
+fn parse_list<'de, D, T>(
+    d: D,
+    parse: fn(&str) -> Result<T, ScheduleError>,
+    check: fn(&[T]) -> Result<(), ScheduleError>,
+) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let texts = Vec::<String>::deserialize(d)?;
+    let items = texts
+        .iter()
+        .map(|t| parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(serde::de::Error::custom)?;
+    check(&items).map_err(serde::de::Error::custom)?;
+    Ok(items)
+}
+
 mod positive_duration {
     use std::time::Duration;
 
@@ -384,61 +403,40 @@ mod positive_duration {
 
 mod weekdays {
     use jiff::civil::Weekday;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(days: &[Weekday], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(days.iter().map(|d| super::weekday_name(*d)))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Weekday>, D::Error> {
-        let names = Vec::<String>::deserialize(d)?;
-        let days = names
-            .iter()
-            .map(|n| super::parse_weekday(n))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(serde::de::Error::custom)?;
-        super::check_days(&days).map_err(serde::de::Error::custom)?;
-        Ok(days)
+        super::parse_list(d, super::parse_weekday, super::check_days)
     }
 }
 
 mod windows {
     use jiff::civil::Time;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(hours: &[(Time, Time)], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(hours.iter().map(|w| super::format_window(*w)))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Time, Time)>, D::Error> {
-        let texts = Vec::<String>::deserialize(d)?;
-        let hours = texts
-            .iter()
-            .map(|t| super::parse_window(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(serde::de::Error::custom)?;
-        super::check_windows(&hours).map_err(serde::de::Error::custom)?;
-        Ok(hours)
+        super::parse_list(d, super::parse_window, super::check_windows)
     }
 }
 
 mod dates {
     use jiff::civil::Date;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(dates: &[Date], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(dates.iter().map(|d| d.to_string()))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Date>, D::Error> {
-        let texts = Vec::<String>::deserialize(d)?;
-        let dates = texts
-            .iter()
-            .map(|t| super::parse_holiday(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(serde::de::Error::custom)?;
-        super::check_holidays(&dates).map_err(serde::de::Error::custom)?;
-        Ok(dates)
+        super::parse_list(d, super::parse_holiday, super::check_holidays)
     }
 }
 

@@ -34,10 +34,13 @@ pub(super) fn template_file(
         && !files.contains(path.as_str())
     {
         return Err(r.err(
-                line(node),
-                key,
-                format!("{what} '{written}' is not in the template: add the file '{path}' to the template folder"),
-            ));
+            line(node),
+            key,
+            format!(
+                "{what} '{written}' is not in the template: add the file '{path}' to \
+                    the template folder"
+            ),
+        ));
     }
     Ok(path)
 }
@@ -169,7 +172,10 @@ fn named_volume(
         return Err(r.err(
             at,
             key,
-            format!("volume '{name}' is not declared: add it under the top-level 'volumes:' (or write ./{name} for a folder of the template)"),
+            format!(
+                "volume '{name}' is not declared: add it under the top-level 'volumes:' (or \
+                write ./{name} for a folder of the template)"
+            ),
         ));
     }
     Ok(MountSource::Volume(name.to_string()))
@@ -183,7 +189,14 @@ fn bind_source(
     s: &str,
 ) -> Result<MountSource, TemplateError> {
     if s.starts_with('~') {
-        return Err(r.err(at, key, format!("bind source '{s}': '~' is not supported; use ./ for a template folder or an absolute path")));
+        return Err(r.err(
+            at,
+            key,
+            format!(
+                "bind source '{s}': '~' is not supported; use ./ for \
+            a template folder or an absolute path"
+            ),
+        ));
     }
     if s.starts_with('/') {
         return Ok(MountSource::Host(s.to_string()));

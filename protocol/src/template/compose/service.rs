@@ -269,7 +269,15 @@ fn depends_on(
                         "service_healthy" => Condition::ServiceHealthy,
                         "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
                         other => {
-                            return Err(r.err(c.line, &key, format!("condition '{other}' is not supported (supported: service_started, service_healthy, service_completed_successfully)")));
+                            return Err(r.err(
+                                c.line,
+                                &key,
+                                format!(
+                                    "condition '{other}' is not supported (supported: \
+                                     service_started, service_healthy, \
+                                     service_completed_successfully)"
+                                ),
+                            ));
                         }
                     };
                 }
@@ -291,7 +299,8 @@ fn depends_on(
                 at,
                 &key,
                 format!(
-                    "service '{}' depends on '{name}', which is not a service of this file (services: {})",
+                    "service '{}' depends on '{name}', which is not a service of this file \
+                        (services: {})",
                     ctx.name,
                     ctx.compose.service_order.join(", ")
                 ),
@@ -358,7 +367,14 @@ fn health_test(r: &Reader, node: &Node, key: &str) -> Result<HealthTest, Templat
         .map(|i| r.string(i, key))
         .collect::<Result<_, _>>()?;
     let bad = |why: &str| {
-        r.err(line(node), key, format!("'{key}': {why} (write [\"CMD\", \"prog\", \"arg\"], [\"CMD-SHELL\", \"command\"], [\"NONE\"] or a string)"))
+        r.err(
+            line(node),
+            key,
+            format!(
+                "'{key}': {why} (write [\"CMD\", \"prog\", \"arg\"], \
+            [\"CMD-SHELL\", \"command\"], [\"NONE\"] or a string)"
+            ),
+        )
     };
     match words.split_first() {
         Some((first, [])) if first == "NONE" => Ok(HealthTest::Disabled),
@@ -387,7 +403,14 @@ fn restart(r: &Reader, node: &Node, key: &str) -> Result<Restart, TemplateError>
                 max_retries: Some(n),
             },
             _ => {
-                return Err(r.err(line(node), key, format!("restart '{other}' is not supported (supported: no, always, on-failure, on-failure:N, unless-stopped)")));
+                return Err(r.err(
+                    line(node),
+                    key,
+                    format!(
+                        "restart '{other}' is not supported \
+                    (supported: no, always, on-failure, on-failure:N, unless-stopped)"
+                    ),
+                ));
             }
         },
     };

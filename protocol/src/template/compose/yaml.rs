@@ -235,7 +235,10 @@ impl Reader<'_> {
             self.err(
                 l,
                 key,
-                format!("'{k}' in '{key}' has no value: write {k}=value (a parameter can be passed as {k}=${{NAME}})"),
+                format!(
+                    "'{k}' in '{key}' has no value: write {k}=value (a parameter can be \
+                    passed as {k}=${{NAME}})"
+                ),
             )
         };
         if let YamlData::Sequence(items) = &node.data {

@@ -286,7 +286,8 @@ impl Checker<'_> {
                         r.url.span(),
                         "repos.path",
                         format!(
-                            "set path: the URL '{url}' uses a parameter, so no folder name can be derived from it"
+                            "set path: the URL '{url}' uses a parameter, so no folder name can \
+                                be derived from it"
                         ),
                     ));
                 }
@@ -330,19 +331,22 @@ pub(super) fn check_repo_field(key: &str, value: &str, kind: RepoKind) -> Result
     }
 }
 
+/// `Ok` when `ok`, else the error `why` describes.
+fn require(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(why()) }
+}
+
 pub(super) fn check_name(name: &str) -> Result<(), String> {
     let ok = (1..=40).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+    require(ok, || {
+        format!(
             "invalid name '{name}': 1 to 40 characters of a-z, 0-9 and '-', starting with a letter"
-        ))
-    }
+        )
+    })
 }
 
 fn check_label(s: &str) -> Result<(), String> {
@@ -361,13 +365,12 @@ fn check_image_name(s: &str) -> Result<(), String> {
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid image '{s}': a base image name of letters, digits, '.', '_' and '-' (see metrom image list)"
-        ))
-    }
+    require(ok, || {
+        format!(
+            "invalid image '{s}': a base image name of letters, digits, '.', '_' and '-' (see \
+                metrom image list)"
+        )
+    })
 }
 
 fn check_registry(s: &str) -> Result<(), String> {
@@ -379,38 +382,29 @@ fn check_registry(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:_[]".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid registry '{s}': write host[:port], such as registry.lan:5000"
-        ))
-    }
+    require(ok, || {
+        format!("invalid registry '{s}': write host[:port], such as registry.lan:5000")
+    })
 }
 
 fn check_package(s: &str) -> Result<(), String> {
     let ok = s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid package name '{s}': Debian package names use a-z, 0-9, '+', '.' and '-'"
-        ))
-    }
+    require(ok, || {
+        format!("invalid package name '{s}': Debian package names use a-z, 0-9, '+', '.' and '-'")
+    })
 }
 
 fn check_param_name(s: &str) -> Result<(), String> {
     let ok = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid parameter name '{s}': use letters, digits and '_' (such as DB_PASSWORD), so ${{{s}}} can name it"
-        ))
-    }
+    require(ok, || {
+        format!(
+            "invalid parameter name '{s}': use letters, digits and '_' (such as DB_PASSWORD), \
+                so ${{{s}}} can name it"
+        )
+    })
 }
 
 fn check_token(s: &str) -> Result<(), String> {
