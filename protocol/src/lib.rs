@@ -2,7 +2,8 @@
 //!
 //! Everything that crosses a process boundary lives here: identifiers, the
 //! postcard messages and their length-prefixed framing, the join token format,
-//! the identity bundle file, and the rustls configurations for QUIC.
+//! the identity bundle file, the rustls configurations for QUIC, and the
+//! template format (`template`) the controller checks and the agents run.
 //!
 //! Postcard is not self-describing, so messages evolve append-only: new enum
 //! variants go at the end, new fields go into new message types. The rules are
@@ -14,6 +15,7 @@ pub mod facts;
 pub mod identity;
 pub mod ids;
 pub mod messages;
+pub mod template;
 pub mod tls;
 pub mod token;
 
