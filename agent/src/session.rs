@@ -192,15 +192,17 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
     let max = codec::DEFAULT_MAX_FRAME;
     let lost = |e: &dyn std::fmt::Display| SessionError::Lost(e.to_string());
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| classify(&e, addr))?;
+    let mut host_facts = facts::gather(
+        &agent.data_dir,
+        &agent.config.libvirt_uri,
+        &agent.config.docker_socket,
+    )
+    .await;
+    host_facts.runtimes = agent.work.runtime_kinds();
     let hello = Hello {
         version: PROTOCOL_VERSION,
         host_id: agent.host_id(),
-        facts: facts::gather(
-            &agent.data_dir,
-            &agent.config.libvirt_uri,
-            &agent.config.docker_socket,
-        )
-        .await,
+        facts: host_facts,
         environments: agent.work.reports(),
     };
     codec::write_message(&mut send, &hello, max)

@@ -13,7 +13,7 @@ use metrom_protocol::ids::EnvId;
 use metrom_protocol::messages::agent::{AgentMessage, Command, CommandReply};
 use metrom_protocol::messages::env::{EnvDetail, EnvReport, EnvSpec, EnvState, Power};
 use tokio::sync::{Notify, mpsc};
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::backoff::Backoff;
 use crate::ledger::{DeleteOrder, Entry, Ledger};
@@ -363,7 +363,7 @@ impl Work {
                 Observed::Missing => 0,
             };
             let step = decide(&entry, &observed);
-            debug!(?step, "next step");
+            tracing::trace!(?step, "next step");
             let result = match step {
                 Step::Settle(state, detail) => {
                     retry.reset();

@@ -122,7 +122,9 @@ impl Config {
         if self.max_frame_bytes < 64 * 1024 {
             return Err(invalid("max_frame_bytes", "must be at least 65536"));
         }
-        self.scheduler.validate().map_err(|m| invalid("scheduler", &m))?;
+        self.scheduler
+            .validate()
+            .map_err(|m| invalid("scheduler", &m))?;
         Ok(())
     }
 

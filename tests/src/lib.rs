@@ -277,7 +277,8 @@ impl Cluster {
     pub fn join_agent_with_config(&mut self, name: &str, token: &str, agent_toml: &str) -> usize {
         let agent = Agent::join(self.dir.path(), name, &self.address(), token);
         if !agent_toml.is_empty() {
-            std::fs::write(agent.data_dir.join("agent.toml"), agent_toml).expect("write agent.toml");
+            std::fs::write(agent.data_dir.join("agent.toml"), agent_toml)
+                .expect("write agent.toml");
         }
         self.agents.push(agent);
         let i = self.agents.len() - 1;
@@ -299,14 +300,29 @@ impl Cluster {
     pub fn import_dummy_image(&self, name: &str) {
         let path = self.dir.path().join(format!("{name}.raw"));
         std::fs::write(&path, vec![0u8; 64 * 1024]).expect("write image");
-        let out = self.metrom(&["image", "import", path.to_str().expect("utf8"), "--name", name]);
-        assert!(out.status.success(), "image import failed: {}", stderr(&out));
+        let out = self.metrom(&[
+            "image",
+            "import",
+            path.to_str().expect("utf8"),
+            "--name",
+            name,
+        ]);
+        assert!(
+            out.status.success(),
+            "image import failed: {}",
+            stderr(&out)
+        );
     }
 
     /// Runs `metrom` and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.metrom(args);
-        assert!(out.status.success(), "metrom {args:?} failed ({}): {}", out.status, stderr(&out));
+        assert!(
+            out.status.success(),
+            "metrom {args:?} failed ({}): {}",
+            out.status,
+            stderr(&out)
+        );
         stdout(&out)
     }
 
@@ -316,10 +332,14 @@ impl Cluster {
     }
 
     pub fn wait_env_state(&self, name: &str, state: &str, timeout: Duration) -> Value {
-        wait_for(&format!("environment {name} to be {state}"), timeout, || {
-            let v = self.env(name);
-            (v["state"] == state).then_some(v)
-        })
+        wait_for(
+            &format!("environment {name} to be {state}"),
+            timeout,
+            || {
+                let v = self.env(name);
+                (v["state"] == state).then_some(v)
+            },
+        )
     }
 
     pub fn agent(&mut self, i: usize) -> &mut Agent {
@@ -447,7 +467,9 @@ pub fn fake_agent_toml(delay: &str) -> String {
 
 /// The folder of a starter template shipped in `templates/`.
 pub fn starter_template(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../templates")
+        .join(name)
 }
 
 /// The fake runtime's instances on an agent (env id → record).

@@ -11,15 +11,13 @@ use metrom_protocol::ids::{EnvId, HostId};
 use metrom_protocol::messages::api::{ApiError, ApiResponse, EnvCreate, ErrorKind, Reply};
 use metrom_protocol::messages::env::{EnvState, ImageRef, RuntimeKind};
 use metrom_protocol::template::{self, RuntimePref, Template};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use super::templates::{load, resolve};
-use super::{durable, store_err, Caller};
+use super::{Caller, durable, store_err};
 use crate::envs::{self, event, find, host_snapshots, view};
 use crate::scheduler::{self, Placement, Request};
 use crate::state::Controller;
-use crate::store::{Desired, EnvRecord, Role, Timings, TxTable};
+use crate::store::{Desired, EnvRecord, Role, Timings};
 
 /// How many events `env show` includes.
 const SHOW_EVENTS: usize = 15;
@@ -31,19 +29,29 @@ pub(super) async fn create(ctrl: &Controller, caller: &Caller, req: EnvCreate) -
     }
     let (rec, meta) = resolve(ctrl, &req.template, req.version.as_deref())?;
     let t = load(ctrl, &rec.name, &meta.version)?;
-    let params = template::resolve_params(&t.manifest, &req.params).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let params = template::resolve_params(&t.manifest, &req.params)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let runtimes = on_prem_runtimes(&t)?;
     if let Some(h) = &req.host {
         if !ctrl.store.hosts.contains(h.as_str()).map_err(store_err)? {
-            return Err(ApiError::not_found(format!("no host {h}; see `metrom host list`")));
+            return Err(ApiError::not_found(format!(
+                "no host {h}; see `metrom host list`"
+            )));
         }
     }
     let now = Timestamp::now();
     let id = EnvId::generate();
     let record = {
         let _placing = ctrl.envs.placing.lock().await;
-        if let Some(other) = ctrl.store.env_names.get(&req.name).map_err(store_err)? {
-            let owner = ctrl.store.envs.get(&other).ok().flatten().map(|r| r.owner).unwrap_or_default();
+        if let Some(other) = ctrl.envs.named(&req.name) {
+            let owner = ctrl
+                .store
+                .envs
+                .get(other.as_str())
+                .ok()
+                .flatten()
+                .map(|r| r.owner)
+                .unwrap_or_default();
             return Err(ApiError::conflict(format!(
                 "environment {} already exists (owner {owner}); choose another name",
                 req.name
@@ -78,14 +86,28 @@ pub(super) async fn create(ctrl: &Controller, caller: &Caller, req: EnvCreate) -
             state: EnvState::Scheduled,
             detail: Default::default(),
             created_at: now,
-            timings: Timings { requested_at: Some(now), scheduled_at: Some(Timestamp::now()), ..Default::default() },
+            timings: Timings {
+                requested_at: Some(now),
+                scheduled_at: Some(Timestamp::now()),
+                ..Default::default()
+            },
             deleted_at: None,
         };
         insert(ctrl, &record)?;
         ctrl.envs.allocate(&placement.host, record.resources);
         record
     };
-    event(ctrl, &id, "created", format!("created by {} from {}@{}", caller.name, rec.name, short(&meta.version)));
+    event(
+        ctrl,
+        &id,
+        "created",
+        format!(
+            "created by {} from {}@{}",
+            caller.name,
+            rec.name,
+            short(&meta.version)
+        ),
+    );
     event(ctrl, &id, "scheduled", scheduled_text(ctrl, &record));
     durable(ctrl).await?;
     ctrl.envs.nudge.notify_one();
@@ -103,7 +125,9 @@ pub(super) fn list(ctrl: &Controller, caller: &Caller, all: bool) -> ApiResponse
         .filter(|r| visible(caller, r) && (all || r.state != EnvState::Deleted))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name).then(a.created_at.cmp(&b.created_at)));
-    Ok(Reply::Envs(out.iter().map(|r| view(ctrl, r, vec![])).collect()))
+    Ok(Reply::Envs(
+        out.iter().map(|r| view(ctrl, r, vec![])).collect(),
+    ))
 }
 
 pub(super) fn show(ctrl: &Controller, caller: &Caller, name: &str) -> ApiResponse {
@@ -114,13 +138,28 @@ pub(super) fn show(ctrl: &Controller, caller: &Caller, name: &str) -> ApiRespons
 
 pub(super) fn events(ctrl: &Controller, caller: &Caller, name: &str, limit: u32) -> ApiResponse {
     let r = get_visible(ctrl, caller, name)?;
-    let limit = if limit == 0 { usize::MAX } else { limit as usize };
-    Ok(Reply::Events(envs::events(ctrl, &r.id, limit).map_err(store_err)?))
+    let limit = if limit == 0 {
+        usize::MAX
+    } else {
+        limit as usize
+    };
+    Ok(Reply::Events(
+        envs::events(ctrl, &r.id, limit).map_err(store_err)?,
+    ))
 }
 
-pub(super) async fn power(ctrl: &Controller, caller: &Caller, name: &str, running: bool) -> ApiResponse {
+pub(super) async fn power(
+    ctrl: &Controller,
+    caller: &Caller,
+    name: &str,
+    running: bool,
+) -> ApiResponse {
     let r = get_changeable(ctrl, caller, name)?;
-    let want = if running { Desired::Running } else { Desired::Stopped };
+    let want = if running {
+        Desired::Running
+    } else {
+        Desired::Stopped
+    };
     if r.desired == want {
         return Ok(Reply::Env(view(ctrl, &r, vec![])));
     }
@@ -129,7 +168,12 @@ pub(super) async fn power(ctrl: &Controller, caller: &Caller, name: &str, runnin
         r.generation += 1;
     })?;
     let verb = if running { "start" } else { "stop" };
-    event(ctrl, &r.id, verb, format!("{verb} requested by {}", caller.name));
+    event(
+        ctrl,
+        &r.id,
+        verb,
+        format!("{verb} requested by {}", caller.name),
+    );
     durable(ctrl).await?;
     ctrl.envs.nudge.notify_one();
     Ok(Reply::Env(view(ctrl, &updated, vec![])))
@@ -146,24 +190,53 @@ pub(super) async fn rebuild(
     let (rec, meta) = resolve(ctrl, &r.template, version)?;
     let t = load(ctrl, &rec.name, &meta.version)?;
     // Keep the parameters the new version still declares; fill in its new defaults.
-    let given: BTreeMap<String, String> =
-        r.params.iter().filter(|(k, _)| t.manifest.params.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let params = template::resolve_params(&t.manifest, &given).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let given: BTreeMap<String, String> = r
+        .params
+        .iter()
+        .filter(|(k, _)| t.manifest.params.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let params = template::resolve_params(&t.manifest, &given)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let runtimes = on_prem_runtimes(&t)?;
     let old_host = r.host.clone();
     let now = Timestamp::now();
     let updated = {
         let _placing = ctrl.envs.placing.lock().await;
-        let current = ctrl.store.envs.get(r.id.as_str()).map_err(store_err)?.unwrap_or(r.clone());
+        let current = ctrl
+            .store
+            .envs
+            .get(r.id.as_str())
+            .map_err(store_err)?
+            .unwrap_or(r.clone());
         let request = Request {
             resources: t.manifest.resources,
-            runtimes: if elsewhere { runtimes } else { vec![current.runtime] },
+            runtimes: if elsewhere {
+                runtimes
+            } else {
+                vec![current.runtime]
+            },
             labels: current.labels.clone(),
-            host: if elsewhere { current.pin_host.clone().filter(|p| Some(p) != old_host.as_ref()) } else { old_host.clone() },
-            exclude: if elsewhere { old_host.iter().cloned().collect() } else { vec![] },
+            host: if elsewhere {
+                current
+                    .pin_host
+                    .clone()
+                    .filter(|p| Some(p) != old_host.as_ref())
+            } else {
+                old_host.clone()
+            },
+            exclude: if elsewhere {
+                old_host.iter().cloned().collect()
+            } else {
+                vec![]
+            },
         };
         // In place, the environment's own allocation is freed first.
-        let own = if elsewhere { None } else { old_host.clone().map(|h| (h, current.resources)) };
+        let own = if elsewhere {
+            None
+        } else {
+            old_host.clone().map(|h| (h, current.resources))
+        };
         let placement = place(ctrl, &request, own, &current.name)?;
         let image = image_ref(ctrl, &t, placement.runtime)?;
         let updated = update(ctrl, &current, |r| {
@@ -178,7 +251,11 @@ pub(super) async fn rebuild(
             r.generation += 1;
             r.state = EnvState::Scheduled;
             r.detail = Default::default();
-            r.timings = Timings { requested_at: Some(now), scheduled_at: Some(Timestamp::now()), ..Default::default() };
+            r.timings = Timings {
+                requested_at: Some(now),
+                scheduled_at: Some(Timestamp::now()),
+                ..Default::default()
+            };
         })?;
         if let Some(h) = &old_host {
             ctrl.envs.release(h, current.resources);
@@ -200,7 +277,11 @@ pub(super) async fn rebuild(
             caller.name,
             rec.name,
             short(&meta.version),
-            if elsewhere { " on another host" } else { ", keeping its data" }
+            if elsewhere {
+                " on another host"
+            } else {
+                ", keeping its data"
+            }
         ),
     );
     event(ctrl, &r.id, "scheduled", scheduled_text(ctrl, &updated));
@@ -209,37 +290,32 @@ pub(super) async fn rebuild(
     Ok(Reply::Env(view(ctrl, &updated, vec![])))
 }
 
-pub(super) async fn delete(ctrl: &Controller, caller: &Caller, name: &str, keep_data: bool) -> ApiResponse {
+pub(super) async fn delete(
+    ctrl: &Controller,
+    caller: &Caller,
+    name: &str,
+    keep_data: bool,
+) -> ApiResponse {
     let r = get_visible(ctrl, caller, name)?;
     check_owner(caller, &r)?;
     if r.desired == Desired::Deleted {
         return Ok(Reply::Env(view(ctrl, &r, vec![])));
     }
-    let names = &ctrl.store.env_names;
-    let table = &ctrl.store.envs;
-    let result = (names.tree(), table.tree()).transaction(|(nt, et)| {
-        let nt = TxTable::new(names, nt);
-        let et = TxTable::new(table, et);
-        let Some(mut cur) = et.get::<()>(r.id.as_str())? else { return Err(ConflictableTransactionError::Abort(())) };
-        if nt.get::<()>(&cur.name)?.as_deref() == Some(cur.id.as_str()) {
-            nt.remove::<()>(&cur.name)?;
-        }
+    let updated = update(ctrl, &r, |cur| {
         cur.desired = Desired::Deleted;
         cur.keep_data = keep_data;
         cur.generation += 1;
-        et.put(cur.id.as_str(), &cur)?;
-        Ok(cur)
-    });
-    let updated = match result {
-        Ok(u) => u,
-        Err(TransactionError::Abort(())) => return Err(not_found(name)),
-        Err(TransactionError::Storage(e)) => return Err(store_err(e.into())),
-    };
+    })?;
+    ctrl.envs.release_name(&updated.name, &updated.id);
     event(
         ctrl,
         &r.id,
         "delete",
-        format!("delete requested by {}{}", caller.name, if keep_data { " (keeping its data)" } else { "" }),
+        format!(
+            "delete requested by {}{}",
+            caller.name,
+            if keep_data { " (keeping its data)" } else { "" }
+        ),
     );
     durable(ctrl).await?;
     ctrl.envs.nudge.notify_one();
@@ -247,7 +323,12 @@ pub(super) async fn delete(ctrl: &Controller, caller: &Caller, name: &str, keep_
 }
 
 /// Places a request; `own` is an allocation to disregard (in-place rebuild).
-fn place(ctrl: &Controller, request: &Request, own: Option<(HostId, metrom_protocol::messages::env::Resources)>, name: &str) -> Result<Placement, ApiError> {
+fn place(
+    ctrl: &Controller,
+    request: &Request,
+    own: Option<(HostId, metrom_protocol::messages::env::Resources)>,
+    name: &str,
+) -> Result<Placement, ApiError> {
     let mut hosts = host_snapshots(ctrl).map_err(store_err)?;
     if let Some((h, res)) = own {
         if let Some(snap) = hosts.iter_mut().find(|s| s.id == h) {
@@ -260,27 +341,21 @@ fn place(ctrl: &Controller, request: &Request, own: Option<(HostId, metrom_proto
         .map_err(|e| ApiError::new(ErrorKind::NoCapacity, format!("cannot place {name}: {e}")))
 }
 
+/// Stores a new environment and claims its name (the caller holds the placing lock).
 fn insert(ctrl: &Controller, record: &EnvRecord) -> Result<(), ApiError> {
-    let names = &ctrl.store.env_names;
-    let table = &ctrl.store.envs;
-    let result = (names.tree(), table.tree()).transaction(|(nt, et)| {
-        let nt = TxTable::new(names, nt);
-        let et = TxTable::new(table, et);
-        if nt.get::<()>(&record.name)?.is_some() {
-            return Err(ConflictableTransactionError::Abort(()));
-        }
-        nt.put(&record.name, &record.id.to_string())?;
-        et.put(record.id.as_str(), record)?;
-        Ok(())
-    });
-    match result {
-        Ok(()) => Ok(()),
-        Err(TransactionError::Abort(())) => Err(ApiError::conflict(format!("environment {} already exists", record.name))),
-        Err(TransactionError::Storage(e)) => Err(store_err(e.into())),
-    }
+    ctrl.store
+        .envs
+        .put(record.id.as_str(), record)
+        .map_err(store_err)?;
+    ctrl.envs.claim_name(&record.name, &record.id);
+    Ok(())
 }
 
-fn update(ctrl: &Controller, r: &EnvRecord, mut f: impl FnMut(&mut EnvRecord)) -> Result<EnvRecord, ApiError> {
+fn update(
+    ctrl: &Controller,
+    r: &EnvRecord,
+    mut f: impl FnMut(&mut EnvRecord),
+) -> Result<EnvRecord, ApiError> {
     let res = ctrl
         .store
         .envs
@@ -289,7 +364,10 @@ fn update(ctrl: &Controller, r: &EnvRecord, mut f: impl FnMut(&mut EnvRecord)) -
                 f(&mut cur);
                 Ok(Some(cur))
             }
-            Some(_) => Err(ApiError::precondition(format!("environment {} is being deleted", r.name))),
+            Some(_) => Err(ApiError::precondition(format!(
+                "environment {} is being deleted",
+                r.name
+            ))),
             None => Err(not_found(&r.name)),
         })
         .map_err(store_err)?;
@@ -298,7 +376,12 @@ fn update(ctrl: &Controller, r: &EnvRecord, mut f: impl FnMut(&mut EnvRecord)) -
 
 /// Runtime kinds the template can run on here, in its order of preference.
 fn on_prem_runtimes(t: &Template) -> Result<Vec<RuntimeKind>, ApiError> {
-    let kinds: Vec<RuntimeKind> = t.manifest.runtime.iter().filter_map(RuntimePref::on_prem).collect();
+    let kinds: Vec<RuntimeKind> = t
+        .manifest
+        .runtime
+        .iter()
+        .filter_map(RuntimePref::on_prem)
+        .collect();
     if kinds.is_empty() {
         return Err(ApiError::precondition(format!(
             "template {} runs only in the cloud, and no cloud account can take it",
@@ -309,13 +392,24 @@ fn on_prem_runtimes(t: &Template) -> Result<Vec<RuntimeKind>, ApiError> {
 }
 
 /// The base image a VM of this template boots from.
-fn image_ref(ctrl: &Controller, t: &Template, runtime: RuntimeKind) -> Result<Option<ImageRef>, ApiError> {
-    let Some(name) = &t.manifest.image else { return Ok(None) };
+fn image_ref(
+    ctrl: &Controller,
+    t: &Template,
+    runtime: RuntimeKind,
+) -> Result<Option<ImageRef>, ApiError> {
+    let Some(name) = &t.manifest.image else {
+        return Ok(None);
+    };
     if runtime == RuntimeKind::Docker {
         return Ok(None);
     }
     match ctrl.store.images.get(name).map_err(store_err)? {
-        Some(i) => Ok(Some(ImageRef { name: i.name, digest: i.digest, size: i.size, format: i.format })),
+        Some(i) => Ok(Some(ImageRef {
+            name: i.name,
+            digest: i.digest,
+            size: i.size,
+            format: i.format,
+        })),
         None if runtime == RuntimeKind::Fake => Ok(None),
         None => Err(ApiError::precondition(format!(
             "template {} needs base image '{name}', which is not in the image store (metrom image import FILE --name {name})",
@@ -325,7 +419,12 @@ fn image_ref(ctrl: &Controller, t: &Template, runtime: RuntimeKind) -> Result<Op
 }
 
 fn secret_params(t: &Template) -> Vec<String> {
-    t.manifest.params.iter().filter(|(_, p)| p.secret).map(|(k, _)| k.clone()).collect()
+    t.manifest
+        .params
+        .iter()
+        .filter(|(_, p)| p.secret)
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 fn scheduled_text(ctrl: &Controller, r: &EnvRecord) -> String {
@@ -336,7 +435,10 @@ fn scheduled_text(ctrl: &Controller, r: &EnvRecord) -> String {
         .and_then(|h| ctrl.store.hosts.get(h.as_str()).ok().flatten())
         .map(|h| format!(" ({})", h.name))
         .unwrap_or_default();
-    format!("scheduled on host {host}{name} with the {} runtime", r.runtime)
+    format!(
+        "scheduled on host {host}{name} with the {} runtime",
+        r.runtime
+    )
 }
 
 /// Environment names: 1–40 characters, lowercase letters, digits and '-',
@@ -346,7 +448,8 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     let ok = !b.is_empty()
         && b.len() <= 40
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && !name.ends_with('-');
     if ok {
         Ok(())
@@ -377,7 +480,9 @@ fn get_changeable(ctrl: &Controller, caller: &Caller, name: &str) -> Result<EnvR
     let r = get_visible(ctrl, caller, name)?;
     check_owner(caller, &r)?;
     if r.desired == Desired::Deleted {
-        return Err(ApiError::precondition(format!("environment {name} is being deleted")));
+        return Err(ApiError::precondition(format!(
+            "environment {name} is being deleted"
+        )));
     }
     Ok(r)
 }
@@ -386,7 +491,10 @@ fn check_owner(caller: &Caller, r: &EnvRecord) -> Result<(), ApiError> {
     if caller.is_admin() || r.owner == caller.name {
         Ok(())
     } else {
-        Err(ApiError::denied(format!("environment {} belongs to {}", r.name, r.owner)))
+        Err(ApiError::denied(format!(
+            "environment {} belongs to {}",
+            r.name, r.owner
+        )))
     }
 }
 

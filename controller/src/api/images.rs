@@ -9,7 +9,7 @@ use metrom_protocol::messages::api::{ApiError, ApiResponse, ImageView, Reply};
 use metrom_protocol::messages::env::EnvState;
 use sha2::{Digest, Sha256};
 
-use super::{durable, store_err, Caller};
+use super::{Caller, durable, store_err};
 use crate::state::Controller;
 use crate::store::{Desired, ImageRecord};
 
@@ -37,7 +37,9 @@ pub(super) async fn import(
 ) -> ApiResponse {
     check_name(name)?;
     if !matches!(format, "qcow2" | "raw") {
-        return Err(ApiError::invalid(format!("image format '{format}': use qcow2 or raw")));
+        return Err(ApiError::invalid(format!(
+            "image format '{format}': use qcow2 or raw"
+        )));
     }
     if ctrl.store.images.contains(name).map_err(store_err)? {
         return Err(ApiError::conflict(format!(
@@ -45,8 +47,12 @@ pub(super) async fn import(
         )));
     }
     let dir = dir(ctrl);
-    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("image store {}: {e}", dir.display())))?;
-    let tmp = dir.join(format!(".incoming-{}", metrom_protocol::ids::random_string(8)));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApiError::internal(format!("image store {}: {e}", dir.display())))?;
+    let tmp = dir.join(format!(
+        ".incoming-{}",
+        metrom_protocol::ids::random_string(8)
+    ));
     let result = receive(recv, &tmp, size).await;
     let (digest, head) = match result {
         Ok(r) => r,
@@ -58,11 +64,15 @@ pub(super) async fn import(
     let is_qcow2 = head.starts_with(QCOW2_MAGIC);
     if format == "qcow2" && !is_qcow2 {
         let _ = std::fs::remove_file(&tmp);
-        return Err(ApiError::invalid(format!("{name} is not a qcow2 image (no qcow2 header); import it with --format raw")));
+        return Err(ApiError::invalid(format!(
+            "{name} is not a qcow2 image (no qcow2 header); import it with --format raw"
+        )));
     }
     if format == "raw" && is_qcow2 {
         let _ = std::fs::remove_file(&tmp);
-        return Err(ApiError::invalid(format!("{name} is a qcow2 image; import it with --format qcow2")));
+        return Err(ApiError::invalid(format!(
+            "{name} is a qcow2 image; import it with --format qcow2"
+        )));
     }
     let path = path_of(ctrl, &digest);
     if path.exists() {
@@ -86,13 +96,18 @@ pub(super) async fn import(
 
 pub(super) fn list(ctrl: &Controller) -> ApiResponse {
     let images = ctrl.store.images.list().map_err(store_err)?;
-    let views = images.into_iter().map(|(_, i)| image_view(ctrl, i)).collect::<Result<_, _>>()?;
+    let views = images
+        .into_iter()
+        .map(|(_, i)| image_view(ctrl, i))
+        .collect::<Result<_, _>>()?;
     Ok(Reply::Images(views))
 }
 
 pub(super) async fn delete(ctrl: &Controller, name: &str) -> ApiResponse {
     let Some(rec) = ctrl.store.images.get(name).map_err(store_err)? else {
-        return Err(ApiError::not_found(format!("no image {name}; see `metrom image list`")));
+        return Err(ApiError::not_found(format!(
+            "no image {name}; see `metrom image list`"
+        )));
     };
     let users = users_of(ctrl, &rec.name)?;
     if !users.is_empty() {
@@ -104,11 +119,19 @@ pub(super) async fn delete(ctrl: &Controller, name: &str) -> ApiResponse {
     }
     ctrl.store.images.remove(name).map_err(store_err)?;
     durable(ctrl).await?;
-    let shared = ctrl.store.images.list().map_err(store_err)?.iter().any(|(_, i)| i.digest == rec.digest);
+    let shared = ctrl
+        .store
+        .images
+        .list()
+        .map_err(store_err)?
+        .iter()
+        .any(|(_, i)| i.digest == rec.digest);
     if !shared {
         let _ = std::fs::remove_file(path_of(ctrl, &rec.digest));
     }
-    Ok(Reply::Done { message: format!("image {name} deleted") })
+    Ok(Reply::Done {
+        message: format!("image {name} deleted"),
+    })
 }
 
 /// Names of the environments (not deleted) that boot from an image.
@@ -120,7 +143,9 @@ fn users_of(ctrl: &Controller, name: &str) -> Result<Vec<String>, ApiError> {
         .map_err(store_err)?
         .into_iter()
         .filter(|(_, e)| {
-            e.state != EnvState::Deleted && e.desired != Desired::Deleted && e.image.as_ref().is_some_and(|i| i.name == name)
+            e.state != EnvState::Deleted
+                && e.desired != Desired::Deleted
+                && e.image.as_ref().is_some_and(|i| i.name == name)
         })
         .map(|(_, e)| e.name)
         .collect())
@@ -140,7 +165,11 @@ fn image_view(ctrl: &Controller, i: ImageRecord) -> Result<ImageView, ApiError> 
 }
 
 /// Streams `size` bytes into `path`, hashing them; returns the digest and the first bytes.
-async fn receive(recv: &mut quinn::RecvStream, path: &std::path::Path, size: u64) -> Result<(String, Vec<u8>), ApiError> {
+async fn receive(
+    recv: &mut quinn::RecvStream,
+    path: &std::path::Path,
+    size: u64,
+) -> Result<(String, Vec<u8>), ApiError> {
     let disk = |e: std::io::Error| {
         if e.raw_os_error() == Some(libc::ENOSPC) {
             ApiError::precondition("the controller's disk is full; nothing was kept".to_string())
@@ -158,10 +187,14 @@ async fn receive(recv: &mut quinn::RecvStream, path: &std::path::Path, size: u64
         let n = recv
             .read(&mut buf[..want])
             .await
-            .map_err(|e| ApiError::invalid(format!("upload broken after {got} of {size} bytes: {e}")))?
+            .map_err(|e| {
+                ApiError::invalid(format!("upload broken after {got} of {size} bytes: {e}"))
+            })?
             .unwrap_or(0);
         if n == 0 {
-            return Err(ApiError::invalid(format!("upload ended after {got} of {size} bytes; nothing was kept")));
+            return Err(ApiError::invalid(format!(
+                "upload ended after {got} of {size} bytes; nothing was kept"
+            )));
         }
         if head.len() < 16 {
             head.extend_from_slice(&buf[..n.min(16 - head.len())]);
@@ -179,10 +212,14 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!("image name '{name}': use 1-64 lowercase letters, digits, '-', '_' or '.'")))
+        Err(ApiError::invalid(format!(
+            "image name '{name}': use 1-64 lowercase letters, digits, '-', '_' or '.'"
+        )))
     }
 }

@@ -40,7 +40,12 @@ impl Caller {
 }
 
 /// Routes one call. `recv` carries the bytes of uploads that follow their request.
-pub async fn dispatch(ctrl: &Controller, caller: &Caller, call: Call, recv: &mut quinn::RecvStream) -> ApiResponse {
+pub async fn dispatch(
+    ctrl: &Controller,
+    caller: &Caller,
+    call: Call,
+    recv: &mut quinn::RecvStream,
+) -> ApiResponse {
     authorize(caller, &call)?;
     match call {
         Call::Status => status(ctrl, caller),
@@ -64,12 +69,16 @@ pub async fn dispatch(ctrl: &Controller, caller: &Caller, call: Call, recv: &mut
         Call::EnvList { all } => envs::list(ctrl, caller, all),
         Call::EnvShow { name } => envs::show(ctrl, caller, &name),
         Call::EnvPower { name, running } => envs::power(ctrl, caller, &name, running).await,
-        Call::EnvRebuild { name, version, elsewhere } => {
-            envs::rebuild(ctrl, caller, &name, version.as_deref(), elsewhere).await
-        }
+        Call::EnvRebuild {
+            name,
+            version,
+            elsewhere,
+        } => envs::rebuild(ctrl, caller, &name, version.as_deref(), elsewhere).await,
         Call::EnvDelete { name, keep_data } => envs::delete(ctrl, caller, &name, keep_data).await,
         Call::EnvEvents { name, limit } => envs::events(ctrl, caller, &name, limit),
-        Call::ImageImport { name, size, format } => images::import(ctrl, caller, &name, size, &format, recv).await,
+        Call::ImageImport { name, size, format } => {
+            images::import(ctrl, caller, &name, size, &format, recv).await
+        }
         Call::ImageList => images::list(ctrl),
         Call::ImageDelete { name } => images::delete(ctrl, &name).await,
     }

@@ -2,17 +2,22 @@
 
 use jiff::Timestamp;
 use metrom_protocol::messages::api::{
-    ApiError, ApiResponse, ParamView, Reply, TemplateDetail, TemplatePushed, TemplateSummary, TemplateVersionView,
+    ApiError, ApiResponse, ParamView, Reply, TemplateDetail, TemplatePushed, TemplateSummary,
+    TemplateVersionView,
 };
 use metrom_protocol::messages::env::TemplateFile;
 use metrom_protocol::template::{self, RuntimePref, Template};
 
-use super::{durable, store_err, Caller};
+use super::{Caller, durable, store_err};
 use crate::envs::SECRET_MASK;
 use crate::state::Controller;
 use crate::store::{TemplateRecord, TemplateVersionMeta, TemplateVersionRecord};
 
-pub(super) async fn push(ctrl: &Controller, caller: &Caller, files: Vec<TemplateFile>) -> ApiResponse {
+pub(super) async fn push(
+    ctrl: &Controller,
+    caller: &Caller,
+    files: Vec<TemplateFile>,
+) -> ApiResponse {
     for f in &files {
         template::check_file_path(&f.path).map_err(|e| ApiError::invalid(e.to_string()))?;
     }
@@ -30,12 +35,27 @@ pub(super) async fn push(ctrl: &Controller, caller: &Caller, files: Vec<Template
         }
     }
     let key = format!("{name}@{version}");
-    let created = !ctrl.store.template_versions.contains(&key).map_err(store_err)?;
+    let created = !ctrl
+        .store
+        .template_versions
+        .contains(&key)
+        .map_err(store_err)?;
     if created {
-        let rec = TemplateVersionRecord { name: name.clone(), version: version.clone(), files: t.files.clone() };
-        ctrl.store.template_versions.put(&key, &rec).map_err(store_err)?;
+        let rec = TemplateVersionRecord {
+            name: name.clone(),
+            version: version.clone(),
+            files: t.files.clone(),
+        };
+        ctrl.store
+            .template_versions
+            .put(&key, &rec)
+            .map_err(store_err)?;
     }
-    let meta = TemplateVersionMeta { version: version.clone(), pushed_at: Timestamp::now(), pushed_by: caller.name.clone() };
+    let meta = TemplateVersionMeta {
+        version: version.clone(),
+        pushed_at: Timestamp::now(),
+        pushed_by: caller.name.clone(),
+    };
     let description = t.manifest.description.clone();
     let owner = caller.name.clone();
     let res = ctrl
@@ -57,7 +77,11 @@ pub(super) async fn push(ctrl: &Controller, caller: &Caller, files: Vec<Template
         .map_err(store_err)?;
     let _ = res;
     durable(ctrl).await?;
-    Ok(Reply::TemplatePushed(TemplatePushed { name, version, created }))
+    Ok(Reply::TemplatePushed(TemplatePushed {
+        name,
+        version,
+        created,
+    }))
 }
 
 pub(super) fn list(ctrl: &Controller) -> ApiResponse {
@@ -106,7 +130,11 @@ pub(super) fn show(ctrl: &Controller, name: &str, version: Option<&str>) -> ApiR
         runtime: m.runtime.iter().map(runtime_name).collect(),
         image: m.image.clone(),
         resources: m.resources,
-        ports: m.ports.iter().map(|p| format!("{} {}/{}", p.name, p.port, p.protocol)).collect(),
+        ports: m
+            .ports
+            .iter()
+            .map(|p| format!("{} {}/{}", p.name, p.port, p.protocol))
+            .collect(),
         packages: m.packages.clone(),
         repos: m.repos.iter().map(|r| r.to_string()).collect(),
         params: m
@@ -114,15 +142,30 @@ pub(super) fn show(ctrl: &Controller, name: &str, version: Option<&str>) -> ApiR
             .iter()
             .map(|(k, p)| ParamView {
                 name: k.clone(),
-                default: p.default.as_ref().map(|d| if p.secret { SECRET_MASK.to_string() } else { d.clone() }),
+                default: p.default.as_ref().map(|d| {
+                    if p.secret {
+                        SECRET_MASK.to_string()
+                    } else {
+                        d.clone()
+                    }
+                }),
                 description: p.description.clone(),
                 required: p.default.is_none(),
                 secret: p.secret,
             })
             .collect(),
-        services: t.compose.services.iter().map(|(n, s)| format!("{n}: {}", s.summary())).collect(),
+        services: t
+            .compose
+            .services
+            .iter()
+            .map(|(n, s)| format!("{n}: {}", s.summary()))
+            .collect(),
         policies: m.policies.summary(),
-        files: t.files.iter().map(|f| (f.path.clone(), f.contents.len() as u64)).collect(),
+        files: t
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.contents.len() as u64))
+            .collect(),
     };
     Ok(Reply::Template(detail))
 }
@@ -135,7 +178,11 @@ pub(super) fn pull(ctrl: &Controller, name: &str, version: Option<&str>) -> ApiR
         .get(&format!("{}@{}", rec.name, meta.version))
         .map_err(store_err)?
         .ok_or_else(|| ApiError::internal("template files missing from the store"))?;
-    Ok(Reply::TemplateFiles { name: v.name, version: v.version, files: v.files })
+    Ok(Reply::TemplateFiles {
+        name: v.name,
+        version: v.version,
+        files: v.files,
+    })
 }
 
 /// A template and one of its versions: a digest, a unique prefix of one, or
@@ -150,8 +197,11 @@ pub fn resolve(
         None | Some("latest") => rec.latest().clone(),
         Some(v) => {
             let want = v.strip_prefix("sha256:").unwrap_or(v);
-            let hits: Vec<&TemplateVersionMeta> =
-                rec.versions.iter().filter(|m| m.version.trim_start_matches("sha256:").starts_with(want)).collect();
+            let hits: Vec<&TemplateVersionMeta> = rec
+                .versions
+                .iter()
+                .filter(|m| m.version.trim_start_matches("sha256:").starts_with(want))
+                .collect();
             match hits.as_slice() {
                 [one] => (*one).clone(),
                 [] => {
@@ -159,7 +209,11 @@ pub fn resolve(
                         "template {name} has no version {v}; see `metrom template versions {name}`"
                     )));
                 }
-                _ => return Err(ApiError::invalid(format!("version {v} of template {name} is ambiguous; give more digits"))),
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "version {v} of template {name} is ambiguous; give more digits"
+                    )));
+                }
             }
         }
     };
@@ -173,8 +227,13 @@ pub fn load(ctrl: &Controller, name: &str, version: &str) -> Result<Template, Ap
         .template_versions
         .get(&format!("{name}@{version}"))
         .map_err(store_err)?
-        .ok_or_else(|| ApiError::internal(format!("template {name}@{version} is missing from the store")))?;
-    template::parse(v.files).map_err(|e| ApiError::internal(format!("stored template no longer parses: {e}")))
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "template {name}@{version} is missing from the store"
+            ))
+        })?;
+    template::parse(v.files)
+        .map_err(|e| ApiError::internal(format!("stored template no longer parses: {e}")))
 }
 
 fn get(ctrl: &Controller, name: &str) -> Result<TemplateRecord, ApiError> {
@@ -182,7 +241,9 @@ fn get(ctrl: &Controller, name: &str) -> Result<TemplateRecord, ApiError> {
         .templates
         .get(name)
         .map_err(store_err)?
-        .ok_or_else(|| ApiError::not_found(format!("no template {name}; see `metrom template list`")))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no template {name}; see `metrom template list`"))
+        })
 }
 
 fn runtime_name(r: &RuntimePref) -> String {
@@ -196,8 +257,14 @@ fn runtime_name(r: &RuntimePref) -> String {
 
 /// A template whose VMs boot from a base image needs that image imported.
 fn check_image(ctrl: &Controller, t: &Template) -> Result<(), ApiError> {
-    let needs_image = t.manifest.runtime.iter().any(|r| matches!(r, RuntimePref::Kvm | RuntimePref::Cloud));
-    let Some(image) = &t.manifest.image else { return Ok(()) };
+    let needs_image = t
+        .manifest
+        .runtime
+        .iter()
+        .any(|r| matches!(r, RuntimePref::Kvm | RuntimePref::Cloud));
+    let Some(image) = &t.manifest.image else {
+        return Ok(());
+    };
     if !needs_image || ctrl.store.images.contains(image).map_err(store_err)? {
         return Ok(());
     }

@@ -153,18 +153,33 @@ impl Client {
         progress: impl Fn(u64),
     ) -> Result<Reply, ClientError> {
         use tokio::io::AsyncReadExt;
-        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| self.broken(e.to_string()))?;
-        let req = ApiRequest { version: PROTOCOL_VERSION, call };
-        codec::write_message(&mut send, &req, self.max_frame).await.map_err(|e| self.frame(e))?;
+        let (mut send, mut recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| self.broken(e.to_string()))?;
+        let req = ApiRequest {
+            version: PROTOCOL_VERSION,
+            call,
+        };
+        codec::write_message(&mut send, &req, self.max_frame)
+            .await
+            .map_err(|e| self.frame(e))?;
         let mut f = tokio::fs::File::open(file)
             .await
             .map_err(|e| ClientError::Stream(format!("{}: {e}", file.display())))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut sent = 0u64;
         while sent < size {
-            let n = f.read(&mut buf).await.map_err(|e| ClientError::Stream(format!("{}: {e}", file.display())))?;
+            let n = f
+                .read(&mut buf)
+                .await
+                .map_err(|e| ClientError::Stream(format!("{}: {e}", file.display())))?;
             if n == 0 {
-                return Err(ClientError::Stream(format!("{} shrank while it was being sent", file.display())));
+                return Err(ClientError::Stream(format!(
+                    "{} shrank while it was being sent",
+                    file.display()
+                )));
             }
             let n = n.min((size - sent) as usize);
             if let Err(e) = send.write_all(&buf[..n]).await {
@@ -182,7 +197,9 @@ impl Client {
         let resp: ApiResponse = codec::read_message(&mut recv, self.max_frame)
             .await
             .map_err(|e| self.frame(e))?
-            .ok_or_else(|| self.broken("the controller closed the stream without answering".into()))?;
+            .ok_or_else(|| {
+                self.broken("the controller closed the stream without answering".into())
+            })?;
         Ok(resp?)
     }
 

@@ -7,9 +7,9 @@ use metrom_protocol::ids::HostId;
 use metrom_protocol::messages::api::{ApiError, Call, EnvCreate, EnvView, Reply};
 
 use super::client::Client;
-use super::output::{self, ago, when, Format, Table};
+use super::output::{self, Format, Table, ago, when};
 use super::templates::{short, split_ref};
-use super::{label_map, parse_duration, parse_label, unexpected, CliError};
+use super::{CliError, label_map, parse_duration, parse_label, unexpected};
 
 #[derive(Subcommand, Debug)]
 pub enum EnvCommand {
@@ -104,7 +104,10 @@ pub(super) async fn run(client: &Client, cmd: EnvCommand, fmt: Format) -> Result
         EnvCommand::Create(a) => {
             let (template, version) = split_ref(&a.template);
             let host = match a.host {
-                Some(h) => Some(HostId::parse(&h).map_err(|e| CliError::from(ApiError::invalid(e.to_string())))?),
+                Some(h) => Some(
+                    HostId::parse(&h)
+                        .map_err(|e| CliError::from(ApiError::invalid(e.to_string())))?,
+                ),
                 None => None,
             };
             let call = Call::EnvCreate(EnvCreate {
@@ -129,21 +132,36 @@ pub(super) async fn run(client: &Client, cmd: EnvCommand, fmt: Format) -> Result
         }
         EnvCommand::List { all } => {
             let reply = client.call(Call::EnvList { all }).await?;
-            let Reply::Envs(envs) = reply else { return Err(unexpected(reply)) };
+            let Reply::Envs(envs) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&envs),
                 Format::Table => {
-                    let mut t = Table::new(&["NAME", "STATE", "TEMPLATE", "HOST", "RUNTIME", "OWNER", "AGE", "ADDRESS"]);
+                    let mut t = Table::new(&[
+                        "NAME", "STATE", "TEMPLATE", "HOST", "RUNTIME", "OWNER", "AGE", "ADDRESS",
+                    ]);
                     for e in &envs {
                         t.row(vec![
                             e.name.clone(),
                             state_text(e),
-                            format!("{}@{}", e.template, short(&e.version).trim_start_matches("sha256:")),
-                            e.host_name.clone().or(e.host.as_ref().map(|h| h.to_string())).unwrap_or_else(|| "-".into()),
+                            format!(
+                                "{}@{}",
+                                e.template,
+                                short(&e.version).trim_start_matches("sha256:")
+                            ),
+                            e.host_name
+                                .clone()
+                                .or(e.host.as_ref().map(|h| h.to_string()))
+                                .unwrap_or_else(|| "-".into()),
                             e.runtime.clone(),
                             e.owner.clone(),
                             ago(Some(e.created_at)).trim_end_matches(" ago").to_string(),
-                            e.detail.addresses.first().cloned().unwrap_or_else(|| "-".into()),
+                            e.detail
+                                .addresses
+                                .first()
+                                .cloned()
+                                .unwrap_or_else(|| "-".into()),
                         ]);
                     }
                     t.print();
@@ -160,26 +178,57 @@ pub(super) async fn run(client: &Client, cmd: EnvCommand, fmt: Format) -> Result
             Ok(())
         }
         EnvCommand::Start(a) => {
-            let env = expect_env(client.call(Call::EnvPower { name: a.name, running: true }).await?)?;
+            let env = expect_env(
+                client
+                    .call(Call::EnvPower {
+                        name: a.name,
+                        running: true,
+                    })
+                    .await?,
+            )?;
             finish(client, env, a.wait, "Running", fmt).await
         }
         EnvCommand::Stop(a) => {
-            let env = expect_env(client.call(Call::EnvPower { name: a.name, running: false }).await?)?;
+            let env = expect_env(
+                client
+                    .call(Call::EnvPower {
+                        name: a.name,
+                        running: false,
+                    })
+                    .await?,
+            )?;
             finish(client, env, a.wait, "Stopped", fmt).await
         }
         EnvCommand::Rebuild(a) => {
-            let call = Call::EnvRebuild { name: a.name, version: a.version, elsewhere: a.elsewhere };
+            let call = Call::EnvRebuild {
+                name: a.name,
+                version: a.version,
+                elsewhere: a.elsewhere,
+            };
             let env = expect_env(client.call(call).await?)?;
-            let target = if env.desired == "stopped" { "Stopped" } else { "Running" };
+            let target = if env.desired == "stopped" {
+                "Stopped"
+            } else {
+                "Running"
+            };
             finish(client, env, a.wait, target, fmt).await
         }
         EnvCommand::Delete(a) => {
-            let env = expect_env(client.call(Call::EnvDelete { name: a.name, keep_data: a.keep_data }).await?)?;
+            let env = expect_env(
+                client
+                    .call(Call::EnvDelete {
+                        name: a.name,
+                        keep_data: a.keep_data,
+                    })
+                    .await?,
+            )?;
             finish(client, env, a.wait, "Deleted", fmt).await
         }
         EnvCommand::Events { name, limit } => {
             let reply = client.call(Call::EnvEvents { name, limit }).await?;
-            let Reply::Events(events) = reply else { return Err(unexpected(reply)) };
+            let Reply::Events(events) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&events),
                 Format::Table => {
@@ -203,18 +252,39 @@ fn expect_env(reply: Reply) -> Result<EnvView, CliError> {
 }
 
 /// Prints the result of a change, after waiting for it if asked to.
-async fn finish(client: &Client, env: EnvView, wait: WaitArgs, target: &str, fmt: Format) -> Result<(), CliError> {
-    let env = if wait.wait { wait_for(client, env, target, wait.timeout).await? } else { env };
+async fn finish(
+    client: &Client,
+    env: EnvView,
+    wait: WaitArgs,
+    target: &str,
+    fmt: Format,
+) -> Result<(), CliError> {
+    let env = if wait.wait {
+        wait_for(client, env, target, wait.timeout).await?
+    } else {
+        env
+    };
     match fmt {
         Format::Json => output::print_json(&env),
         Format::Table if wait.wait => print_env(&env),
-        Format::Table => println!("{}: {} (desired {}); follow it with `metrom env show {}`", env.name, state_text(&env), env.desired, env.name),
+        Format::Table => println!(
+            "{}: {} (desired {}); follow it with `metrom env show {}`",
+            env.name,
+            state_text(&env),
+            env.desired,
+            env.name
+        ),
     }
     Ok(())
 }
 
 /// Polls until the environment reaches `target`, with a spinner; fails on Failed.
-async fn wait_for(client: &Client, env: EnvView, target: &str, timeout: Duration) -> Result<EnvView, CliError> {
+async fn wait_for(
+    client: &Client,
+    env: EnvView,
+    target: &str,
+    timeout: Duration,
+) -> Result<EnvView, CliError> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     let start = Instant::now();
@@ -228,7 +298,11 @@ async fn wait_for(client: &Client, env: EnvView, target: &str, timeout: Duration
         bar.set_message(format!("{msg} ({}s)", start.elapsed().as_secs()));
         if env.state == target {
             bar.finish_and_clear();
-            eprintln!("{}: {target} after {:.1}s", env.name, start.elapsed().as_secs_f64());
+            eprintln!(
+                "{}: {target} after {:.1}s",
+                env.name,
+                start.elapsed().as_secs_f64()
+            );
             return Ok(env);
         }
         if env.state == "Failed" {
@@ -298,18 +372,33 @@ fn print_env(e: &EnvView) {
         println!("addresses  {}", e.detail.addresses.join(", "));
     }
     for p in &e.detail.ports {
-        println!("port       {} {}/{} → host port {}", p.name, p.guest_port, p.protocol, p.host_port);
+        println!(
+            "port       {} {}/{} → host port {}",
+            p.name, p.guest_port, p.protocol, p.host_port
+        );
     }
     if !e.detail.services.is_empty() {
         println!("services");
         for s in &e.detail.services {
-            let health = if s.health.is_empty() { String::new() } else { format!(" ({})", s.health) };
+            let health = if s.health.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", s.health)
+            };
             println!("  {:<16} {}{health}", s.name, s.state);
         }
     }
-    println!("created    {} ({})", when(e.created_at), ago(Some(e.created_at)));
+    println!(
+        "created    {} ({})",
+        when(e.created_at),
+        ago(Some(e.created_at))
+    );
     if !e.phases.is_empty() {
-        let p: Vec<String> = e.phases.iter().map(|p| format!("{} +{:.1}s", p.phase, p.after_secs)).collect();
+        let p: Vec<String> = e
+            .phases
+            .iter()
+            .map(|p| format!("{} +{:.1}s", p.phase, p.after_secs))
+            .collect();
         println!("phases     build {}: {}", e.build, p.join(" · "));
     }
     if !e.events.is_empty() {

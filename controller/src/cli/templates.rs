@@ -7,8 +7,8 @@ use metrom_protocol::messages::api::{Call, Reply};
 use metrom_protocol::template;
 
 use super::client::Client;
-use super::output::{self, bytes, when, Format, Table};
-use super::{unexpected, CliError};
+use super::output::{self, Format, Table, bytes, when};
+use super::{CliError, unexpected};
 
 #[derive(Subcommand, Debug)]
 pub enum TemplateCommand {
@@ -51,29 +51,55 @@ pub fn short(version: &str) -> String {
     version.chars().take("sha256:".len() + 12).collect()
 }
 
-pub(super) async fn run(client: &Client, cmd: TemplateCommand, fmt: Format) -> Result<(), CliError> {
+pub(super) async fn run(
+    client: &Client,
+    cmd: TemplateCommand,
+    fmt: Format,
+) -> Result<(), CliError> {
     match cmd {
         TemplateCommand::Push { dir } => {
-            let files = template::read_dir(&dir).map_err(|e| CliError::Other(anyhow::anyhow!("{e}")))?;
+            let files =
+                template::read_dir(&dir).map_err(|e| CliError::Other(anyhow::anyhow!("{e}")))?;
             // Validate here first: the same checks the controller makes, without a round trip.
-            let t = template::parse(files.clone()).map_err(|e| CliError::Other(anyhow::anyhow!("{e}")))?;
+            let t = template::parse(files.clone())
+                .map_err(|e| CliError::Other(anyhow::anyhow!("{e}")))?;
             let reply = client.call(Call::TemplatePush { files }).await?;
-            let Reply::TemplatePushed(p) = reply else { return Err(unexpected(reply)) };
+            let Reply::TemplatePushed(p) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&p),
                 Format::Table => {
-                    let what = if p.created { "new version" } else { "unchanged: this content was already stored" };
-                    println!("pushed {}@{} ({what}; {} files)", p.name, short(&p.version), t.files.len());
+                    let what = if p.created {
+                        "new version"
+                    } else {
+                        "unchanged: this content was already stored"
+                    };
+                    println!(
+                        "pushed {}@{} ({what}; {} files)",
+                        p.name,
+                        short(&p.version),
+                        t.files.len()
+                    );
                 }
             }
         }
         TemplateCommand::List => {
             let reply = client.call(Call::TemplateList).await?;
-            let Reply::Templates(list) = reply else { return Err(unexpected(reply)) };
+            let Reply::Templates(list) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&list),
                 Format::Table => {
-                    let mut t = Table::new(&["NAME", "LATEST", "VERSIONS", "OWNER", "UPDATED", "DESCRIPTION"]);
+                    let mut t = Table::new(&[
+                        "NAME",
+                        "LATEST",
+                        "VERSIONS",
+                        "OWNER",
+                        "UPDATED",
+                        "DESCRIPTION",
+                    ]);
                     for tpl in &list {
                         t.row(vec![
                             tpl.name.clone(),
@@ -91,11 +117,17 @@ pub(super) async fn run(client: &Client, cmd: TemplateCommand, fmt: Format) -> R
         TemplateCommand::Show { template } => {
             let (name, version) = split_ref(&template);
             let reply = client.call(Call::TemplateShow { name, version }).await?;
-            let Reply::Template(d) = reply else { return Err(unexpected(reply)) };
+            let Reply::Template(d) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&d),
                 Format::Table => {
-                    println!("name         {}{}", d.name, if d.latest { " (latest)" } else { "" });
+                    println!(
+                        "name         {}{}",
+                        d.name,
+                        if d.latest { " (latest)" } else { "" }
+                    );
                     println!("version      {}", d.version);
                     println!("description  {}", d.description);
                     println!("pushed       {} by {}", when(d.pushed_at), d.pushed_by);
@@ -120,7 +152,15 @@ pub(super) async fn run(client: &Client, cmd: TemplateCommand, fmt: Format) -> R
                                 (Some(v), _) => format!("default {v}"),
                                 (None, _) => String::new(),
                             };
-                            println!("  {:<20} {default}{}", p.name, if p.description.is_empty() { String::new() } else { format!(" — {}", p.description) });
+                            println!(
+                                "  {:<20} {default}{}",
+                                p.name,
+                                if p.description.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" — {}", p.description)
+                                }
+                            );
                         }
                     }
                     println!("files");
@@ -132,25 +172,50 @@ pub(super) async fn run(client: &Client, cmd: TemplateCommand, fmt: Format) -> R
         }
         TemplateCommand::Versions { name } => {
             let reply = client.call(Call::TemplateVersions { name }).await?;
-            let Reply::TemplateVersions(vs) = reply else { return Err(unexpected(reply)) };
+            let Reply::TemplateVersions(vs) = reply else {
+                return Err(unexpected(reply));
+            };
             match fmt {
                 Format::Json => output::print_json(&vs),
                 Format::Table => {
                     let mut t = Table::new(&["VERSION", "PUSHED", "BY", ""]);
                     for v in &vs {
-                        t.row(vec![short(&v.version), when(v.pushed_at), v.pushed_by.clone(), if v.latest { "latest".into() } else { String::new() }]);
+                        t.row(vec![
+                            short(&v.version),
+                            when(v.pushed_at),
+                            v.pushed_by.clone(),
+                            if v.latest {
+                                "latest".into()
+                            } else {
+                                String::new()
+                            },
+                        ]);
                     }
                     t.print();
                 }
             }
         }
-        TemplateCommand::Pull { template, dir, force } => {
+        TemplateCommand::Pull {
+            template,
+            dir,
+            force,
+        } => {
             let (name, version) = split_ref(&template);
             let reply = client.call(Call::TemplatePull { name, version }).await?;
-            let Reply::TemplateFiles { name, version, files } = reply else { return Err(unexpected(reply)) };
-            template::write_dir(&files, &dir, force).map_err(|e| CliError::Other(anyhow::anyhow!("{e}")))?;
+            let Reply::TemplateFiles {
+                name,
+                version,
+                files,
+            } = reply
+            else {
+                return Err(unexpected(reply));
+            };
+            template::write_dir(&files, &dir, force)
+                .map_err(|e| CliError::Other(anyhow::anyhow!("{e}")))?;
             match fmt {
-                Format::Json => output::print_json(&serde_json::json!({"name": name, "version": version, "dir": dir, "files": files.len()})),
+                Format::Json => output::print_json(
+                    &serde_json::json!({"name": name, "version": version, "dir": dir, "files": files.len()}),
+                ),
                 Format::Table => println!(
                     "wrote {name}@{} ({} files) to {}; edit it, change `name` in metrom.toml, and `metrom template push {}`",
                     short(&version),

@@ -28,6 +28,9 @@ pub struct Envs {
     /// Held while placing: scheduling and recording the placement are one step.
     pub placing: tokio::sync::Mutex<()>,
     allocations: Mutex<HashMap<HostId, (Resources, u32)>>,
+    /// Names in use → environment (not deleted). Derived from the records;
+    /// kept here so a create checks and claims a name in one step.
+    names: Mutex<HashMap<String, EnvId>>,
     /// The generation each agent has acknowledged per environment.
     acked: Mutex<HashMap<EnvId, u64>>,
     /// Commands on their way: (generation, when sent).
@@ -43,7 +46,11 @@ impl Envs {
     /// Rebuilds allocations from the store.
     pub fn load(records: &[EnvRecord]) -> Envs {
         let mut allocations: HashMap<HostId, (Resources, u32)> = HashMap::new();
+        let mut names = HashMap::new();
         for r in records {
+            if r.desired != crate::store::Desired::Deleted {
+                names.insert(r.name.clone(), r.id.clone());
+            }
             if let (Some(h), true) = (&r.host, holds_resources(r)) {
                 let a = allocations.entry(h.clone()).or_default();
                 a.0 = add(a.0, r.resources);
@@ -53,6 +60,7 @@ impl Envs {
         Envs {
             placing: tokio::sync::Mutex::new(()),
             allocations: Mutex::new(allocations),
+            names: Mutex::new(names),
             acked: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             removals: Mutex::new(Vec::new()),
@@ -60,9 +68,34 @@ impl Envs {
         }
     }
 
+    /// The environment that holds a name, if any.
+    pub fn named(&self, name: &str) -> Option<EnvId> {
+        self.names.lock().expect("names lock").get(name).cloned()
+    }
+
+    pub fn claim_name(&self, name: &str, env: &EnvId) {
+        self.names
+            .lock()
+            .expect("names lock")
+            .insert(name.to_string(), env.clone());
+    }
+
+    /// Frees a name if `env` still holds it.
+    pub fn release_name(&self, name: &str, env: &EnvId) {
+        let mut names = self.names.lock().expect("names lock");
+        if names.get(name) == Some(env) {
+            names.remove(name);
+        }
+    }
+
     /// Resources and environment count allocated on a host.
     pub fn allocation(&self, host: &HostId) -> (Resources, u32) {
-        self.allocations.lock().expect("allocations lock").get(host).copied().unwrap_or_default()
+        self.allocations
+            .lock()
+            .expect("allocations lock")
+            .get(host)
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn allocate(&self, host: &HostId, r: Resources) {
@@ -81,11 +114,19 @@ impl Envs {
     }
 
     pub fn acked(&self, env: &EnvId) -> u64 {
-        self.acked.lock().expect("acked lock").get(env).copied().unwrap_or(0)
+        self.acked
+            .lock()
+            .expect("acked lock")
+            .get(env)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn set_acked(&self, env: &EnvId, generation: u64) {
-        self.acked.lock().expect("acked lock").insert(env.clone(), generation);
+        self.acked
+            .lock()
+            .expect("acked lock")
+            .insert(env.clone(), generation);
     }
 
     pub fn forget(&self, env: &EnvId) {
@@ -95,7 +136,12 @@ impl Envs {
 
     /// Marks a command as sent unless one for the same generation is already
     /// on its way (and not older than `stale_after`).
-    pub fn begin_send(&self, env: &EnvId, generation: u64, stale_after: std::time::Duration) -> bool {
+    pub fn begin_send(
+        &self,
+        env: &EnvId,
+        generation: u64,
+        stale_after: std::time::Duration,
+    ) -> bool {
         let mut inflight = self.inflight.lock().expect("inflight lock");
         match inflight.get(env) {
             Some((g, at)) if *g == generation && at.elapsed() < stale_after => false,
@@ -108,7 +154,10 @@ impl Envs {
 
     /// Queues the deletion of a stray copy of an environment on a host.
     pub fn queue_removal(&self, host: &HostId, env: &EnvId, generation: u64) {
-        self.removals.lock().expect("removals lock").push((host.clone(), env.clone(), generation));
+        self.removals
+            .lock()
+            .expect("removals lock")
+            .push((host.clone(), env.clone(), generation));
     }
 
     /// Takes the queued removals.
@@ -127,7 +176,11 @@ pub fn holds_resources(r: &EnvRecord) -> bool {
 }
 
 fn add(a: Resources, b: Resources) -> Resources {
-    Resources { vcpus: a.vcpus + b.vcpus, memory_mb: a.memory_mb + b.memory_mb, disk_gb: a.disk_gb + b.disk_gb }
+    Resources {
+        vcpus: a.vcpus + b.vcpus,
+        memory_mb: a.memory_mb + b.memory_mb,
+        disk_gb: a.disk_gb + b.disk_gb,
+    }
 }
 
 fn sub(a: Resources, b: Resources) -> Resources {
@@ -176,7 +229,11 @@ pub fn event(ctrl: &Controller, env: &EnvId, kind: &str, message: impl Into<Stri
         }
     };
     let key = format!("{env}/{seq:020}");
-    let rec = EventRecord { at: Timestamp::now(), kind: kind.to_string(), message };
+    let rec = EventRecord {
+        at: Timestamp::now(),
+        kind: kind.to_string(),
+        message,
+    };
     if let Err(e) = ctrl.store.events.put(&key, &rec) {
         tracing::warn!("event not recorded: {}", crate::error_chain(&e));
     }
@@ -189,7 +246,11 @@ pub fn events(ctrl: &Controller, env: &EnvId, limit: usize) -> Result<Vec<EventV
     Ok(all
         .into_iter()
         .skip(skip)
-        .map(|(_, e)| EventView { at: e.at, kind: e.kind, message: e.message })
+        .map(|(_, e)| EventView {
+            at: e.at,
+            kind: e.kind,
+            message: e.message,
+        })
         .collect())
 }
 
@@ -204,14 +265,22 @@ pub fn view(ctrl: &Controller, r: &EnvRecord, events: Vec<EventView>) -> EnvView
         .params
         .iter()
         .map(|(k, v)| {
-            let v = if r.secret_params.contains(k) { SECRET_MASK.to_string() } else { v.clone() };
+            let v = if r.secret_params.contains(k) {
+                SECRET_MASK.to_string()
+            } else {
+                v.clone()
+            };
             (k.clone(), v)
         })
         .collect();
     let reason = match &r.state {
         EnvState::Failed(reason) => Some(reason.clone()),
-        EnvState::Unknown => Some("its host is unreachable; the environment keeps running there if the host is up".into()),
-        _ if !r.detail.message.is_empty() && r.state == EnvState::Provisioning => Some(r.detail.message.clone()),
+        EnvState::Unknown => Some(
+            "its host is unreachable; the environment keeps running there if the host is up".into(),
+        ),
+        _ if !r.detail.message.is_empty() && r.state == EnvState::Provisioning => {
+            Some(r.detail.message.clone())
+        }
         _ => None,
     };
     EnvView {
@@ -240,17 +309,24 @@ pub fn view(ctrl: &Controller, r: &EnvRecord, events: Vec<EventView>) -> EnvView
 
 fn phases(r: &EnvRecord) -> Vec<PhaseView> {
     let t = &r.timings;
-    let Some(start) = t.requested_at else { return Vec::new() };
-    [("requested", Some(start)), ("scheduled", t.scheduled_at), ("provisioning", t.provisioning_at), ("running", t.running_at)]
-        .into_iter()
-        .filter_map(|(phase, at)| {
-            at.map(|at| PhaseView {
-                phase: phase.to_string(),
-                at,
-                after_secs: at.duration_since(start).as_secs_f64().max(0.0),
-            })
+    let Some(start) = t.requested_at else {
+        return Vec::new();
+    };
+    [
+        ("requested", Some(start)),
+        ("scheduled", t.scheduled_at),
+        ("provisioning", t.provisioning_at),
+        ("running", t.running_at),
+    ]
+    .into_iter()
+    .filter_map(|(phase, at)| {
+        at.map(|at| PhaseView {
+            phase: phase.to_string(),
+            at,
+            after_secs: at.duration_since(start).as_secs_f64().max(0.0),
         })
-        .collect()
+    })
+    .collect()
 }
 
 /// Finds an environment by name or id.
@@ -260,8 +336,8 @@ pub fn find(ctrl: &Controller, name_or_id: &str) -> Result<Option<EnvRecord>, St
             return Ok(Some(r));
         }
     }
-    match ctrl.store.env_names.get(name_or_id)? {
-        Some(id) => ctrl.store.envs.get(&id),
+    match ctrl.envs.named(name_or_id) {
+        Some(id) => ctrl.store.envs.get(id.as_str()),
         None => Ok(None),
     }
 }

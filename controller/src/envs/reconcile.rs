@@ -51,7 +51,11 @@ pub fn decide(env: &EnvRecord, link: Option<HostLink>, acked: u64, ttl: Duration
     }
     let Some(link) = link else {
         // Never placed.
-        return if env.desired == Desired::Deleted { Action::Mark(EnvState::Deleted) } else { Action::None };
+        return if env.desired == Desired::Deleted {
+            Action::Mark(EnvState::Deleted)
+        } else {
+            Action::None
+        };
     };
     match link {
         HostLink::Gone if env.desired == Desired::Deleted => Action::Mark(EnvState::Deleted),
@@ -59,13 +63,23 @@ pub fn decide(env: &EnvRecord, link: Option<HostLink>, acked: u64, ttl: Duration
             let failed = EnvState::Failed(
                 "its host was revoked; recreate it on another host with `metrom env rebuild NAME --elsewhere`".into(),
             );
-            if env.state == failed { Action::None } else { Action::Mark(failed) }
+            if env.state == failed {
+                Action::None
+            } else {
+                Action::Mark(failed)
+            }
         }
         HostLink::Connected if acked < env.generation => {
-            if env.desired == Desired::Deleted { Action::Delete } else { Action::Apply }
+            if env.desired == Desired::Deleted {
+                Action::Delete
+            } else {
+                Action::Apply
+            }
         }
         HostLink::Connected => Action::None,
-        HostLink::Silent(for_) if for_ > ttl && env.state != EnvState::Unknown => Action::Mark(EnvState::Unknown),
+        HostLink::Silent(for_) if for_ > ttl && env.state != EnvState::Unknown => {
+            Action::Mark(EnvState::Unknown)
+        }
         HostLink::Silent(_) => Action::None,
     }
 }
@@ -90,7 +104,11 @@ fn pass(ctrl: &Arc<Controller>) -> Result<(), crate::store::StoreError> {
     for (host, env_id, generation) in ctrl.envs.take_removals() {
         let ctrl = ctrl.clone();
         tokio::spawn(async move {
-            let cmd = Command::Delete { env_id, generation, keep_data: false };
+            let cmd = Command::Delete {
+                env_id,
+                generation,
+                keep_data: false,
+            };
             if let Err(e) = exchange(&ctrl, &host, &cmd).await {
                 debug!(host_id = %host, "stray copy not removed now ({e}); removed when the host reconnects");
             }
@@ -103,7 +121,12 @@ fn pass(ctrl: &Arc<Controller>) -> Result<(), crate::store::StoreError> {
             None => None,
             Some(h) => Some(host_link(ctrl, h, now, started)?),
         };
-        let action = decide(&env, link, ctrl.envs.acked(&env.id), ctrl.config.heartbeat_ttl);
+        let action = decide(
+            &env,
+            link,
+            ctrl.envs.acked(&env.id),
+            ctrl.config.heartbeat_ttl,
+        );
         match action {
             Action::None => {}
             Action::Mark(state) => mark(ctrl, &env, state),
@@ -119,7 +142,12 @@ fn pass(ctrl: &Arc<Controller>) -> Result<(), crate::store::StoreError> {
     Ok(())
 }
 
-fn host_link(ctrl: &Controller, host: &HostId, now: Timestamp, started: Timestamp) -> Result<HostLink, crate::store::StoreError> {
+fn host_link(
+    ctrl: &Controller,
+    host: &HostId,
+    now: Timestamp,
+    started: Timestamp,
+) -> Result<HostLink, crate::store::StoreError> {
     if ctrl.sessions.is_connected(host) {
         return Ok(HostLink::Connected);
     }
@@ -153,7 +181,12 @@ fn mark(ctrl: &Controller, env: &EnvRecord, state: EnvState) {
             ctrl.envs.forget(&r.id);
             event(ctrl, &r.id, "deleted", "deleted (its host is gone)");
         } else {
-            event(ctrl, &r.id, "state", format!("{} → {state}", env.state.name()));
+            event(
+                ctrl,
+                &r.id,
+                "state",
+                format!("{} → {state}", env.state.name()),
+            );
         }
     }
 }
@@ -161,7 +194,11 @@ fn mark(ctrl: &Controller, env: &EnvRecord, state: EnvState) {
 /// Sends the command for an environment's current generation and records the answer.
 async fn send(ctrl: Arc<Controller>, env: EnvRecord, host: HostId) {
     let command = if env.desired == Desired::Deleted {
-        Command::Delete { env_id: env.id.clone(), generation: env.generation, keep_data: env.keep_data }
+        Command::Delete {
+            env_id: env.id.clone(),
+            generation: env.generation,
+            keep_data: env.keep_data,
+        }
     } else {
         match spec::build(&ctrl, &env) {
             Ok(s) => Command::Apply(s),
@@ -189,7 +226,9 @@ async fn send(ctrl: Arc<Controller>, env: EnvRecord, host: HostId) {
                 });
             }
         }
-        Ok(CommandReply::Stale { current_generation, .. }) => {
+        Ok(CommandReply::Stale {
+            current_generation, ..
+        }) => {
             // The agent saw a newer generation than we have (we lost a write in
             // a crash): move past it and send again.
             warn!(env_id = %env.id, current_generation, "agent holds a newer generation; moving past it");
@@ -204,7 +243,12 @@ async fn send(ctrl: Arc<Controller>, env: EnvRecord, host: HostId) {
             ctrl.envs.nudge.notify_one();
         }
         Ok(CommandReply::Refused { reason }) => {
-            event(&ctrl, &env.id, "refused", format!("host {host} refused: {reason}"));
+            event(
+                &ctrl,
+                &env.id,
+                "refused",
+                format!("host {host} refused: {reason}"),
+            );
             mark(&ctrl, &env, EnvState::Failed(reason));
             // Leave it in flight: it is retried after RESEND_AFTER.
         }
@@ -216,19 +260,27 @@ async fn send(ctrl: Arc<Controller>, env: EnvRecord, host: HostId) {
 }
 
 /// Sends one command to a host's agent and waits for its answer.
-pub(crate) async fn exchange(ctrl: &Controller, host: &HostId, command: &Command) -> Result<CommandReply, String> {
+pub(crate) async fn exchange(
+    ctrl: &Controller,
+    host: &HostId,
+    command: &Command,
+) -> Result<CommandReply, String> {
     let conn = ctrl.sessions.connection(host).ok_or("host not connected")?;
     let max = ctrl.config.max_frame_bytes;
     let work = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        codec::write_message(&mut send, command, max).await.map_err(|e| e.to_string())?;
+        codec::write_message(&mut send, command, max)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = send.finish();
         codec::read_message::<CommandReply, _>(&mut recv, max)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "the agent closed the command stream".to_string())
     };
-    tokio::time::timeout(COMMAND_TIMEOUT, work).await.map_err(|_| "no answer within 30s".to_string())?
+    tokio::time::timeout(COMMAND_TIMEOUT, work)
+        .await
+        .map_err(|_| "no answer within 30s".to_string())?
 }
 
 #[cfg(test)]
@@ -246,7 +298,11 @@ mod tests {
             version: "sha256:0".into(),
             params: Default::default(),
             secret_params: vec![],
-            resources: Resources { vcpus: 1, memory_mb: 512, disk_gb: 1 },
+            resources: Resources {
+                vcpus: 1,
+                memory_mb: 512,
+                disk_gb: 1,
+            },
             runtime: RuntimeKind::Fake,
             host: Some(HostId::generate()),
             pin_host: None,
@@ -272,25 +328,46 @@ mod tests {
         assert_eq!(decide(&e, Some(HostLink::Connected), 1, TTL), Action::Apply);
         assert_eq!(decide(&e, Some(HostLink::Connected), 2, TTL), Action::None);
         let d = env(Desired::Deleted, EnvState::Running, 3);
-        assert_eq!(decide(&d, Some(HostLink::Connected), 2, TTL), Action::Delete);
+        assert_eq!(
+            decide(&d, Some(HostLink::Connected), 2, TTL),
+            Action::Delete
+        );
     }
 
     #[test]
     fn silent_hosts_make_environments_unknown_only_after_the_ttl() {
         let e = env(Desired::Running, EnvState::Running, 1);
-        assert_eq!(decide(&e, Some(HostLink::Silent(Duration::from_secs(5))), 1, TTL), Action::None);
-        assert_eq!(decide(&e, Some(HostLink::Silent(Duration::from_secs(25))), 1, TTL), Action::Mark(EnvState::Unknown));
+        assert_eq!(
+            decide(&e, Some(HostLink::Silent(Duration::from_secs(5))), 1, TTL),
+            Action::None
+        );
+        assert_eq!(
+            decide(&e, Some(HostLink::Silent(Duration::from_secs(25))), 1, TTL),
+            Action::Mark(EnvState::Unknown)
+        );
         let u = env(Desired::Running, EnvState::Unknown, 1);
-        assert_eq!(decide(&u, Some(HostLink::Silent(Duration::from_secs(25))), 1, TTL), Action::None);
+        assert_eq!(
+            decide(&u, Some(HostLink::Silent(Duration::from_secs(25))), 1, TTL),
+            Action::None
+        );
     }
 
     #[test]
     fn gone_hosts_finish_deletions_and_fail_the_rest() {
         let d = env(Desired::Deleted, EnvState::Unknown, 3);
-        assert_eq!(decide(&d, Some(HostLink::Gone), 0, TTL), Action::Mark(EnvState::Deleted));
+        assert_eq!(
+            decide(&d, Some(HostLink::Gone), 0, TTL),
+            Action::Mark(EnvState::Deleted)
+        );
         let r = env(Desired::Running, EnvState::Running, 1);
-        assert!(matches!(decide(&r, Some(HostLink::Gone), 1, TTL), Action::Mark(EnvState::Failed(_))));
+        assert!(matches!(
+            decide(&r, Some(HostLink::Gone), 1, TTL),
+            Action::Mark(EnvState::Failed(_))
+        ));
         let done = env(Desired::Deleted, EnvState::Deleted, 3);
-        assert_eq!(decide(&done, Some(HostLink::Connected), 0, TTL), Action::None);
+        assert_eq!(
+            decide(&done, Some(HostLink::Connected), 0, TTL),
+            Action::None
+        );
     }
 }

@@ -21,7 +21,8 @@ pub fn host_connected(ctrl: &Arc<Controller>, host: &HostId, reports: Vec<EnvRep
         seen.insert(report.env_id.clone());
         match ctrl.store.envs.get(report.env_id.as_str()) {
             Ok(Some(r)) if r.host.as_ref() == Some(host) && r.state != EnvState::Deleted => {
-                ctrl.envs.set_acked(&r.id, report.generation.min(r.generation));
+                ctrl.envs
+                    .set_acked(&r.id, report.generation.min(r.generation));
                 apply(ctrl, host, &report);
             }
             Ok(other) => orphan(ctrl, host, &report, other),
@@ -86,8 +87,12 @@ fn apply(ctrl: &Controller, host: &HostId, report: &EnvReport) {
         r.detail = report.detail.clone();
         if report.build == r.build {
             match report.state {
-                EnvState::Provisioning if r.timings.provisioning_at.is_none() => r.timings.provisioning_at = Some(now),
-                EnvState::Running if r.timings.running_at.is_none() => r.timings.running_at = Some(now),
+                EnvState::Provisioning if r.timings.provisioning_at.is_none() => {
+                    r.timings.provisioning_at = Some(now)
+                }
+                EnvState::Running if r.timings.running_at.is_none() => {
+                    r.timings.running_at = Some(now)
+                }
                 _ => {}
             }
         }
@@ -107,18 +112,38 @@ fn apply(ctrl: &Controller, host: &HostId, report: &EnvReport) {
                 .timings
                 .requested_at
                 .zip(after.timings.running_at)
-                .map(|(a, b)| format!(" {:.1}s after it was requested", b.duration_since(a).as_secs_f64()))
+                .map(|(a, b)| {
+                    format!(
+                        " {:.1}s after it was requested",
+                        b.duration_since(a).as_secs_f64()
+                    )
+                })
                 .unwrap_or_default();
-            event(ctrl, &after.id, "state", format!("{} → Running{took}", before_state.name()));
+            event(
+                ctrl,
+                &after.id,
+                "state",
+                format!("{} → Running{took}", before_state.name()),
+            );
         }
         EnvState::Deleted => {
             if let Some(h) = &after.host {
                 ctrl.envs.release(h, after.resources);
             }
             ctrl.envs.forget(&after.id);
-            event(ctrl, &after.id, "deleted", format!("deleted on host {host}"));
+            event(
+                ctrl,
+                &after.id,
+                "deleted",
+                format!("deleted on host {host}"),
+            );
         }
-        other => event(ctrl, &after.id, "state", format!("{} → {other}", before_state.name())),
+        other => event(
+            ctrl,
+            &after.id,
+            "state",
+            format!("{} → {other}", before_state.name()),
+        ),
     }
 }
 
@@ -144,11 +169,20 @@ fn orphan(ctrl: &Arc<Controller>, host: &HostId, report: &EnvReport, record: Opt
     if report.state == EnvState::Deleted {
         return;
     }
-    let generation = report.generation.max(record.as_ref().map(|r| r.generation).unwrap_or(0)) + 1;
+    let generation = report
+        .generation
+        .max(record.as_ref().map(|r| r.generation).unwrap_or(0))
+        + 1;
     let why = match &record {
         None => "unknown to the controller".to_string(),
         Some(r) if r.state == EnvState::Deleted => "deleted".to_string(),
-        Some(r) => format!("now placed on {}", r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "no host".into())),
+        Some(r) => format!(
+            "now placed on {}",
+            r.host
+                .as_ref()
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "no host".into())
+        ),
     };
     info!(host_id = %host, env_id = %report.env_id, "removing an orphan environment ({why})");
     ctrl.envs.queue_removal(host, &report.env_id, generation);

@@ -17,23 +17,43 @@ pub enum SpecError {
 
 pub fn build(ctrl: &Controller, r: &EnvRecord) -> Result<EnvSpec, SpecError> {
     let key = format!("{}@{}", r.template, r.version);
-    let version = ctrl
+    let version =
+        ctrl.store
+            .template_versions
+            .get(&key)?
+            .ok_or_else(|| SpecError::MissingTemplate {
+                name: r.template.clone(),
+                version: r.version.clone(),
+            })?;
+    let ssh_keys = ctrl
         .store
-        .template_versions
-        .get(&key)?
-        .ok_or_else(|| SpecError::MissingTemplate { name: r.template.clone(), version: r.version.clone() })?;
-    let ssh_keys = ctrl.store.users.get(&r.owner)?.map(|u| u.ssh_keys).unwrap_or_default();
+        .users
+        .get(&r.owner)?
+        .map(|u| u.ssh_keys)
+        .unwrap_or_default();
     Ok(EnvSpec {
         env_id: r.id.clone(),
         name: r.name.clone(),
         owner: r.owner.clone(),
         generation: r.generation,
         build: r.build,
-        power: if r.desired == Desired::Stopped { Power::Stopped } else { Power::Running },
+        power: if r.desired == Desired::Stopped {
+            Power::Stopped
+        } else {
+            Power::Running
+        },
         runtime: r.runtime,
         resources: r.resources,
-        template: TemplateSnapshot { name: version.name, version: version.version, files: version.files },
-        params: r.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        template: TemplateSnapshot {
+            name: version.name,
+            version: version.version,
+            files: version.files,
+        },
+        params: r
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         image: r.image.clone(),
         ssh_keys,
         site: ctrl.config.site.clone(),

@@ -1,6 +1,5 @@
 //! Enrollment on ALPN `metrom-join/1`. The token is checked and consumed, the
-//! host recorded and its certificate issued in one store transaction: a refused
-//! join stores nothing.
+//! host recorded and its certificate issued; a refused join stores nothing.
 
 use std::sync::Arc;
 
@@ -10,13 +9,11 @@ use metrom_protocol::ids::{HostId, Principal};
 use metrom_protocol::messages::join::{JoinAccepted, JoinRefused, JoinRequest, JoinResponse};
 use metrom_protocol::token::{JoinToken, constant_time_eq};
 use metrom_protocol::{check_version, close};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tracing::{info, warn};
 
 use super::FIRST_FRAME_TIMEOUT;
 use crate::state::Controller;
-use crate::store::{HostRecord, TokenRecord, TxTable};
+use crate::store::{HostRecord, TokenRecord};
 
 /// Join requests are small; anything bigger is hostile.
 const MAX_JOIN_FRAME: usize = 64 * 1024;
@@ -99,44 +96,44 @@ async fn answer(ctrl: &Controller, frame: &[u8]) -> Result<JoinAccepted, JoinErr
     let now = Timestamp::now();
     let hostname = sanitize_hostname(&req.hostname);
 
-    let tokens = &ctrl.store.tokens;
-    let hosts = &ctrl.store.hosts;
-    let result = (tokens.tree(), hosts.tree()).transaction(|(tt, ht)| {
-        let tt = TxTable::new(tokens, tt);
-        let ht = TxTable::new(hosts, ht);
-        let token = tt.get(&req.token_id)?;
-        let mut token = match check_token(token, &req, now) {
-            Ok(t) => t,
-            Err(reason) => return Err(ConflictableTransactionError::Abort(reason)),
-        };
+    // First consume a use of the token (compare-and-swap on its record): a
+    // refused join writes nothing. Then record the host. A crash between the
+    // two costs one use of the token; it never admits a host without one.
+    let consumed = ctrl.store.tokens.update(&req.token_id, |token| {
+        let mut token = check_token(token, &req, now)?;
         token.used += 1;
-        tt.put(&req.token_id, &token)?;
-        let record = HostRecord {
-            id: host_id.clone(),
-            name: hostname.clone(),
-            labels: token.labels.clone(),
-            facts: Default::default(),
-            joined_at: now,
-            token_id: token.id.clone(),
-            cert_serials: vec![issued.serial_hex.clone()],
-            cert_not_after: issued.not_after,
-            cordoned: false,
-            revoked_at: None,
-            last_seen: None,
-            last_address: None,
-        };
-        ht.put(host_id.as_str(), &record)?;
-        Ok(())
+        Ok(Some(token))
     });
-    match result {
-        Ok(()) => {}
-        Err(TransactionError::Abort(reason)) => return Err(JoinError::Refused(reason)),
-        Err(TransactionError::Storage(e)) => {
-            warn!("join: store failure: {e}");
+    let token = match consumed {
+        Ok(Ok(Some(token))) => token,
+        Ok(Ok(None)) => unreachable!("update returns the new record"),
+        Ok(Err(reason)) => return Err(JoinError::Refused(reason)),
+        Err(e) => {
+            warn!("join: store failure: {}", crate::error_chain(&e));
             return Err(JoinError::Refused(
                 "the controller could not record the join; try again".into(),
             ));
         }
+    };
+    let record = HostRecord {
+        id: host_id.clone(),
+        name: hostname,
+        labels: token.labels.clone(),
+        facts: Default::default(),
+        joined_at: now,
+        token_id: token.id.clone(),
+        cert_serials: vec![issued.serial_hex.clone()],
+        cert_not_after: issued.not_after,
+        cordoned: false,
+        revoked_at: None,
+        last_seen: None,
+        last_address: None,
+    };
+    if let Err(e) = ctrl.store.hosts.put(host_id.as_str(), &record) {
+        warn!("join: store failure: {}", crate::error_chain(&e));
+        return Err(JoinError::Refused(
+            "the controller could not record the join; try again".into(),
+        ));
     }
     if let Err(e) = ctrl.store.flush().await {
         warn!("join: store flush failure: {}", crate::error_chain(&e));

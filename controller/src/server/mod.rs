@@ -36,8 +36,11 @@ pub enum ServeError {
 pub fn bind(ctrl: &Controller) -> Result<quinn::Endpoint, ServeError> {
     let timing = Timing {
         keep_alive: ctrl.config.heartbeat_interval,
-        // A silent peer is dropped a little after the heartbeat TTL.
-        idle_timeout: ctrl.config.heartbeat_ttl + ctrl.config.heartbeat_interval,
+        // Liveness is decided by heartbeats (see liveness_loop), not by QUIC's
+        // idle timer; this only reaps connections whose peer vanished. It must
+        // stay well above a slow request's duration and clients' keep-alive.
+        idle_timeout: (ctrl.config.heartbeat_ttl + ctrl.config.heartbeat_interval)
+            .max(Duration::from_secs(30)),
     };
     let cfg = metrom_protocol::tls::server_config(
         ctrl.pki.server_chain(),

@@ -2,6 +2,11 @@
 //!
 //! JSON (not postcard) on disk so that records can grow fields with
 //! `#[serde(default)]` across upgrades and can be read when debugging.
+//!
+//! Every write touches a single key (insert, or compare-and-swap through
+//! [`Table::update`]). sled 0.34's multi-key transactions and batches take a
+//! global lock that deadlocks against a concurrent `flush` under load, so
+//! changes that span records are ordered to be safe at every step instead.
 //! [`Store::flush`] makes everything written so far durable; request handlers
 //! call it before acknowledging a change.
 
@@ -11,7 +16,7 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use records::*;
-pub use table::{Table, TxTable};
+pub use table::Table;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +38,6 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("store transaction aborted: {0}")]
-    Aborted(String),
 }
 
 /// The open store.
@@ -49,8 +52,6 @@ pub struct Store {
     pub templates: Table<TemplateRecord>,
     pub template_versions: Table<TemplateVersionRecord>,
     pub envs: Table<EnvRecord>,
-    /// Environment name → id, for the names in use.
-    pub env_names: Table<String>,
     pub events: Table<EventRecord>,
     pub images: Table<ImageRecord>,
 }
@@ -80,7 +81,6 @@ impl Store {
             templates: Table::new("templates", db.open_tree("templates")?),
             template_versions: Table::new("template_versions", db.open_tree("template_versions")?),
             envs: Table::new("envs", db.open_tree("envs")?),
-            env_names: Table::new("env_names", db.open_tree("env_names")?),
             events: Table::new("events", db.open_tree("events")?),
             images: Table::new("images", db.open_tree("images")?),
             db,

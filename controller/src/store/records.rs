@@ -133,7 +133,9 @@ pub struct TemplateRecord {
 
 impl TemplateRecord {
     pub fn latest(&self) -> &TemplateVersionMeta {
-        self.versions.last().expect("a template has at least one version")
+        self.versions
+            .last()
+            .expect("a template has at least one version")
     }
 }
 

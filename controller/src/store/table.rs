@@ -4,7 +4,6 @@ use std::marker::PhantomData;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::StoreError;
 
@@ -36,11 +35,6 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     pub fn name(&self) -> &'static str {
         self.name
-    }
-
-    /// The raw tree, for multi-table transactions.
-    pub fn tree(&self) -> &sled::Tree {
-        &self.tree
     }
 
     pub fn get(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -131,42 +125,6 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 }
 
-/// A typed view of a tree inside a sled transaction.
-pub struct TxTable<'a, T> {
-    name: &'static str,
-    tree: &'a TransactionalTree,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<'a, T: Serialize + DeserializeOwned> TxTable<'a, T> {
-    pub fn new(table: &Table<T>, tree: &'a TransactionalTree) -> TxTable<'a, T> {
-        TxTable {
-            name: table.name,
-            tree,
-            _t: PhantomData,
-        }
-    }
-
-    pub fn get<E>(&self, key: &str) -> Result<Option<T>, ConflictableTransactionError<E>> {
-        match self.tree.get(key)? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| ConflictableTransactionError::Storage(corrupt(self.name, key, e))),
-            None => Ok(None),
-        }
-    }
-
-    pub fn put<E>(&self, key: &str, value: &T) -> Result<(), ConflictableTransactionError<E>> {
-        self.tree.insert(key, encode(value))?;
-        Ok(())
-    }
-
-    pub fn remove<E>(&self, key: &str) -> Result<(), ConflictableTransactionError<E>> {
-        self.tree.remove(key)?;
-        Ok(())
-    }
-}
-
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records serialize")
 }
@@ -181,10 +139,4 @@ fn decode<T: DeserializeOwned>(
         key: key.to_string(),
         source,
     })
-}
-
-/// sled's transactions only carry sled errors; a corrupt record becomes an
-/// unsupported-operation error with the table and key in its text.
-fn corrupt(table: &str, key: &str, e: serde_json::Error) -> sled::Error {
-    sled::Error::Unsupported(format!("store record {table}/{key} is unreadable: {e}"))
 }

@@ -44,24 +44,57 @@ pub enum Call {
         id: String,
     },
     /// Validate and store a template folder as an immutable version.
-    TemplatePush { files: Vec<TemplateFile> },
+    TemplatePush {
+        files: Vec<TemplateFile>,
+    },
     TemplateList,
     /// `version`: a digest, a unique digest prefix, or None for the latest.
-    TemplateShow { name: String, version: Option<String> },
-    TemplateVersions { name: String },
-    TemplatePull { name: String, version: Option<String> },
+    TemplateShow {
+        name: String,
+        version: Option<String>,
+    },
+    TemplateVersions {
+        name: String,
+    },
+    TemplatePull {
+        name: String,
+        version: Option<String>,
+    },
     EnvCreate(EnvCreate),
-    EnvList { all: bool },
-    EnvShow { name: String },
+    EnvList {
+        all: bool,
+    },
+    EnvShow {
+        name: String,
+    },
     /// Start (`running`) or stop an environment.
-    EnvPower { name: String, running: bool },
-    EnvRebuild { name: String, version: Option<String>, elsewhere: bool },
-    EnvDelete { name: String, keep_data: bool },
-    EnvEvents { name: String, limit: u32 },
+    EnvPower {
+        name: String,
+        running: bool,
+    },
+    EnvRebuild {
+        name: String,
+        version: Option<String>,
+        elsewhere: bool,
+    },
+    EnvDelete {
+        name: String,
+        keep_data: bool,
+    },
+    EnvEvents {
+        name: String,
+        limit: u32,
+    },
     /// Upload a VM base image: `size` raw bytes follow the request on the same stream.
-    ImageImport { name: String, size: u64, format: String },
+    ImageImport {
+        name: String,
+        size: u64,
+        format: String,
+    },
     ImageList,
-    ImageDelete { name: String },
+    ImageDelete {
+        name: String,
+    },
 }
 
 impl Call {
@@ -103,7 +136,9 @@ pub type ApiResponse = Result<Reply, ApiError>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
-    Done { message: String },
+    Done {
+        message: String,
+    },
     Status(StatusView),
     Hosts(Vec<HostView>),
     Host(HostView),
@@ -113,7 +148,11 @@ pub enum Reply {
     Templates(Vec<TemplateSummary>),
     Template(TemplateDetail),
     TemplateVersions(Vec<TemplateVersionView>),
-    TemplateFiles { name: String, version: String, files: Vec<TemplateFile> },
+    TemplateFiles {
+        name: String,
+        version: String,
+        files: Vec<TemplateFile>,
+    },
     Env(EnvView),
     Envs(Vec<EnvView>),
     Events(Vec<EventView>),

@@ -111,6 +111,39 @@ pub enum ScheduleError {
 }
 
 impl PolicySpec {
+    /// One line per policy, for people: `ttl 14d (warning 1d before)`,
+    /// `idle 60m`, `schedule mon,tue 09:00-19:00 Asia/Seoul (2 holidays)`.
+    pub fn summary(&self) -> Vec<String> {
+        use crate::duration::format_duration;
+        let mut out = Vec::new();
+        if let Some(ttl) = self.ttl {
+            let warn = self
+                .ttl_warning
+                .map(|w| format!(" (warning {} before)", format_duration(w)))
+                .unwrap_or_default();
+            out.push(format!("ttl {}{warn}", format_duration(ttl)));
+        }
+        if let Some(idle) = self.idle {
+            out.push(format!("idle {}", format_duration(idle)));
+        }
+        if let Some(s) = &self.schedule {
+            let days: Vec<&str> = s.days.iter().map(|d| weekday_name(*d)).collect();
+            let hours: Vec<String> = s.hours.iter().map(|w| format_window(*w)).collect();
+            let holidays = match s.holidays.len() {
+                0 => String::new(),
+                1 => " (1 holiday)".to_string(),
+                n => format!(" ({n} holidays)"),
+            };
+            out.push(format!(
+                "schedule {} {} {}{holidays}",
+                days.join(","),
+                hours.join(","),
+                s.timezone
+            ));
+        }
+        out
+    }
+
     /// Checks what deserializing checks, plus that `ttl_warning` is shorter
     /// than `ttl`.
     pub fn validate(&self) -> Result<(), PolicyError> {

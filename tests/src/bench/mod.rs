@@ -1,4 +1,5 @@
 //! Benchmarks behind `metrom-bench`; figures go to docs/benchmarks.md.
 
 pub mod agents;
+pub mod creates;
 pub mod schedule;

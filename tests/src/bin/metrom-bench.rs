@@ -47,6 +47,15 @@ enum Command {
         #[arg(long, default_value = "binpack")]
         strategy: Strategy,
     },
+    /// End-to-end env create rate against a real controller (durable writes), concurrent clients.
+    Creates {
+        /// Concurrent clients, each with its own QUIC connection.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// How many environments to create.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -73,5 +82,11 @@ fn main() -> anyhow::Result<()> {
             envs,
             strategy,
         } => bench::schedule::run(hosts, envs, strategy),
+        Command::Creates { clients, count } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(bench::creates::run(clients, count))
+        }
     }
 }

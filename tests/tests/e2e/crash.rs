@@ -10,7 +10,7 @@ use std::time::Duration;
 use metrom_controller::cli::client::Client;
 use metrom_protocol::identity::IdentityBundle;
 use metrom_protocol::messages::api::{Call, EnvCreate};
-use metrom_tests::{fake_instances, starter_template, wait_for, Cluster};
+use metrom_tests::{Cluster, fake_instances, starter_template, wait_for};
 use serde_json::Value;
 
 const CREATES: usize = 200;
@@ -26,7 +26,11 @@ async fn killing_the_controller_mid_creates_loses_nothing_acknowledged() {
     let a = tokio::task::block_in_place(|| {
         let a = c.fake_host("alpha", "0ms");
         c.import_dummy_image("tiny");
-        c.ok(&["template", "push", starter_template("minimal").to_str().unwrap()]);
+        c.ok(&[
+            "template",
+            "push",
+            starter_template("minimal").to_str().unwrap(),
+        ]);
         a
     });
     metrom_protocol::tls::install_default_provider();
@@ -39,7 +43,9 @@ async fn killing_the_controller_mid_creates_loses_nothing_acknowledged() {
         let acked = acked.clone();
         let count = count.clone();
         tasks.push(tokio::spawn(async move {
-            let Ok(client) = Client::connect(&identity).await else { return };
+            let Ok(client) = Client::connect(&identity).await else {
+                return;
+            };
             for i in (k..CREATES).step_by(CLIENTS) {
                 let name = format!("env-{i:03}");
                 let call = Call::EnvCreate(EnvCreate {
@@ -55,43 +61,65 @@ async fn killing_the_controller_mid_creates_loses_nothing_acknowledged() {
                         acked.lock().unwrap().push(name);
                         count.fetch_add(1, Ordering::SeqCst);
                     }
-                    Err(_) => return, // the controller died under us
+                    Err(e) => {
+                        // Expected only once the controller is killed.
+                        eprintln!("client {k}: {name}: {e}");
+                        return;
+                    }
                 }
             }
         }));
     }
     // Pull the plug part-way.
-    wait_for("a third of the creates to be acknowledged", Duration::from_secs(120), || {
-        (count.load(Ordering::SeqCst) >= CREATES / 3).then_some(())
-    });
+    wait_for(
+        "a third of the creates to be acknowledged",
+        Duration::from_secs(120),
+        || (count.load(Ordering::SeqCst) >= CREATES / 3).then_some(()),
+    );
     tokio::task::block_in_place(|| c.kill_controller());
     for t in tasks {
         let _ = t.await;
     }
     let acked: BTreeSet<String> = acked.lock().unwrap().iter().cloned().collect();
-    assert!(acked.len() < CREATES, "the kill came too late to test anything");
+    assert!(
+        acked.len() < CREATES,
+        "the kill came too late to test anything"
+    );
     eprintln!("{} creates acknowledged before the kill", acked.len());
 
     tokio::task::block_in_place(|| c.start_controller());
     let envs: Vec<Value> = tokio::task::block_in_place(|| c.json(&["env", "list"]));
-    let names: Vec<String> = envs.iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = envs
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
     let unique: BTreeSet<String> = names.iter().cloned().collect();
     assert_eq!(unique.len(), names.len(), "no name twice");
     for name in &acked {
-        assert!(unique.contains(name), "acknowledged {name} is missing after the restart");
+        assert!(
+            unique.contains(name),
+            "acknowledged {name} is missing after the restart"
+        );
     }
     for e in &envs {
         // Whatever exists is whole: placed, with its template, on its way to Running.
-        assert!(e["host"].is_string() && e["template"] == "minimal" && e["version"].is_string(), "{e}");
+        assert!(
+            e["host"].is_string() && e["template"] == "minimal" && e["version"].is_string(),
+            "{e}"
+        );
     }
     // Everything converges: one fake instance per environment, each created once.
     let data_dir = c.agent(a).data_dir.clone();
     let expected = envs.len();
-    wait_for("every environment Running on the agent", Duration::from_secs(180), || {
-        let list: Vec<Value> = tokio::task::block_in_place(|| c.json(&["env", "list"]));
-        let running = list.iter().filter(|e| e["state"] == "Running").count();
-        (running == expected && fake_instances(&data_dir).len() == expected).then_some(())
-    });
+    wait_for(
+        "every environment Running on the agent",
+        Duration::from_secs(180),
+        || {
+            let list: Vec<Value> = tokio::task::block_in_place(|| c.json(&["env", "list"]));
+            let running = list.iter().filter(|e| e["state"] == "Running").count();
+            (running == expected && fake_instances(&data_dir).len() == expected).then_some(())
+        },
+    );
     for (_, inst) in fake_instances(&data_dir) {
         assert_eq!(inst["creations"], 1, "{inst}");
     }

@@ -84,6 +84,37 @@ pub struct Service {
     pub user: Option<String>,
 }
 
+impl Service {
+    /// `registry.lan/web:1, ports 8080:80, depends on db (healthy)`
+    pub fn summary(&self) -> String {
+        let mut s = self.image.clone();
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self
+                .ports
+                .iter()
+                .map(|p| match p.published {
+                    Some(h) => format!("{h}:{}", p.target),
+                    None => p.target.to_string(),
+                })
+                .collect();
+            s.push_str(&format!(", ports {}", ports.join(" ")));
+        }
+        if !self.depends_on.is_empty() {
+            let deps: Vec<String> = self
+                .depends_on
+                .iter()
+                .map(|(n, c)| match c {
+                    Condition::ServiceStarted => n.clone(),
+                    Condition::ServiceHealthy => format!("{n} (healthy)"),
+                    Condition::ServiceCompletedSuccessfully => format!("{n} (completed)"),
+                })
+                .collect();
+            s.push_str(&format!(", depends on {}", deps.join(", ")));
+        }
+        s
+    }
+}
+
 /// A container port, optionally published on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortMapping {

@@ -165,6 +165,20 @@ impl fmt::Display for RepoKind {
     }
 }
 
+impl fmt::Display for RepoSpec {
+    /// `git https://git.lan/app.git (branch main) → app`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.url)?;
+        if let Some(b) = &self.branch {
+            write!(f, " (branch {b})")?;
+        }
+        if let Some(r) = &self.revision {
+            write!(f, " (revision {r})")?;
+        }
+        write!(f, " → {}", self.path)
+    }
+}
+
 impl ParamSpec {
     pub fn is_required(&self) -> bool {
         self.default.is_none()
