@@ -5,8 +5,10 @@ pub mod config;
 pub mod enroll;
 pub mod facts;
 pub mod ledger;
+pub mod link;
 pub mod runtime;
 pub mod session;
+pub mod transfer;
 pub mod work;
 
 pub use metrom_protocol::error_chain;

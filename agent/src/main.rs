@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use metrom_agent::config::AgentConfig;
 use metrom_agent::ledger::Ledger;
+use metrom_agent::link::Link;
 use metrom_agent::runtime::Runtimes;
-use metrom_agent::runtime::fake::FakeRuntime;
 use metrom_agent::session::{Agent, RunError};
 use metrom_agent::work::Work;
 use metrom_agent::{enroll, error_chain, facts};
@@ -107,11 +107,14 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(e) => return fail(&e),
                 };
-                let work = match build_work(&data_dir, &config) {
-                    Ok(w) => w,
-                    Err(e) => return fail(e.as_ref()),
+                let link = std::sync::Arc::new(Link::default());
+                let runtimes = Runtimes::for_host(&data_dir, &config, link.clone()).await;
+                let ledger = match Ledger::open(&data_dir) {
+                    Ok(l) => l,
+                    Err(e) => return fail(&e),
                 };
-                let agent = match Agent::open(&data_dir, config, work.clone()) {
+                let work = Work::new(ledger, runtimes, config.provision_timeout);
+                let agent = match Agent::open(&data_dir, config, work.clone(), link) {
                     Ok(a) => a,
                     Err(e) => return fail(&e),
                 };
@@ -137,27 +140,6 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-/// The runtimes this agent offers and the environments it runs.
-fn build_work(
-    data_dir: &std::path::Path,
-    config: &AgentConfig,
-) -> Result<std::sync::Arc<Work>, Box<dyn std::error::Error>> {
-    let mut runtimes = Runtimes::default();
-    let fake_kinds = config.fake_kinds();
-    if !fake_kinds.is_empty() {
-        let fake: std::sync::Arc<dyn metrom_agent::runtime::Runtime> =
-            std::sync::Arc::new(FakeRuntime::open(data_dir, config.fake_delay));
-        for k in fake_kinds {
-            tracing::warn!(
-                "the {k} runtime is served by the FAKE runtime (agent.toml fake_runtimes): nothing really runs"
-            );
-            runtimes.insert(k, fake.clone());
-        }
-    }
-    let ledger = Ledger::open(data_dir)?;
-    Ok(Work::new(ledger, runtimes, config.provision_timeout))
 }
 
 fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {

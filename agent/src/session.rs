@@ -23,6 +23,7 @@ use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::enroll::{identity_path, key_and_csr};
 use crate::facts::{self, LoadSampler};
+use crate::link::Link;
 use crate::work::Work;
 
 /// A session shorter than this does not reset the backoff (a flapping link
@@ -68,6 +69,8 @@ pub struct Agent {
     pub config: AgentConfig,
     identity: Mutex<IdentityBundle>,
     pub work: Arc<Work>,
+    /// The live connection, for runtimes that fetch images.
+    pub link: Arc<Link>,
 }
 
 impl Agent {
@@ -75,6 +78,7 @@ impl Agent {
         data_dir: &Path,
         config: AgentConfig,
         work: Arc<Work>,
+        link: Arc<Link>,
     ) -> Result<Arc<Agent>, RunError> {
         let identity = IdentityBundle::load(&identity_path(data_dir))?;
         Ok(Arc::new(Agent {
@@ -82,6 +86,7 @@ impl Agent {
             config,
             identity: Mutex::new(identity),
             work,
+            link,
         }))
     }
 
@@ -237,6 +242,7 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
         }
     });
     agent.work.attach(tx.clone());
+    agent.link.set(Some(conn.clone()));
     let mut pending_key = renew_if_due(agent, &welcome, &tx).await;
 
     let mut sampler = LoadSampler::new(&agent.data_dir);
@@ -282,6 +288,7 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
         }
     };
     agent.work.detach();
+    agent.link.set(None);
     writer.abort();
     result
 }

@@ -35,6 +35,8 @@ pub struct Config {
     pub user_cert_validity: Duration,
     /// Largest message accepted on any stream, in bytes.
     pub max_frame_bytes: usize,
+    /// Limit on each image transfer to an agent, in MiB/s (0: no limit).
+    pub transfer_rate_mib: u64,
     /// Placement: strategy and overcommit ratios.
     pub scheduler: SchedulerConfig,
     /// Site-wide provisioning settings handed to agents (internal registry, package mirror).
@@ -51,6 +53,7 @@ impl Default for Config {
             host_cert_validity: Duration::from_secs(365 * 86_400),
             user_cert_validity: Duration::from_secs(365 * 86_400),
             max_frame_bytes: metrom_protocol::codec::DEFAULT_MAX_FRAME,
+            transfer_rate_mib: 0,
             scheduler: SchedulerConfig::default(),
             site: SiteSettings::default(),
         }

@@ -103,6 +103,28 @@ pub struct Runtimes {
 }
 
 impl Runtimes {
+    /// The runtimes this host can offer: each real one whose backend answers,
+    /// and the fake one for the kinds `fake_runtimes` names.
+    pub async fn for_host(
+        data_dir: &std::path::Path,
+        config: &crate::config::AgentConfig,
+        _link: Arc<crate::link::Link>,
+    ) -> Runtimes {
+        let mut runtimes = Runtimes::default();
+        let fake_kinds = config.fake_kinds();
+        if !fake_kinds.is_empty() {
+            let fake: Arc<dyn Runtime> =
+                Arc::new(fake::FakeRuntime::open(data_dir, config.fake_delay));
+            for k in fake_kinds {
+                tracing::warn!(
+                    "the {k} runtime is served by the FAKE runtime (agent.toml fake_runtimes): nothing really runs"
+                );
+                runtimes.insert(k, fake.clone());
+            }
+        }
+        runtimes
+    }
+
     pub fn insert(&mut self, kind: RuntimeKind, runtime: Arc<dyn Runtime>) {
         self.by_kind.insert(kind, runtime);
     }

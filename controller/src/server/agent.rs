@@ -93,6 +93,13 @@ async fn run(ctrl: Arc<Controller>, conn: quinn::Connection, host: HostId) {
     info!(address = %conn.remote_address(), agent = %hello.facts.agent_version, "agent connected: host Ready");
     crate::envs::reports::host_connected(&ctrl, &host, hello.environments);
 
+    // The agent's own requests (image transfers) arrive on streams it opens.
+    let requests = tokio::spawn(super::transfer::serve(
+        ctrl.clone(),
+        conn.clone(),
+        host.clone(),
+    ));
+
     // Writer: ControllerMessages onto the control stream.
     let writer = tokio::spawn(async move {
         while let Some(msg) = control_rx.recv().await {
@@ -120,6 +127,7 @@ async fn run(ctrl: Arc<Controller>, conn: quinn::Connection, host: HostId) {
         }
     };
     writer.abort();
+    requests.abort();
     if let Some(s) = ctrl.sessions.remove(&host, session) {
         info!("agent disconnected ({end}): host Unreachable");
         record_disconnect(&ctrl, &host, s.address);

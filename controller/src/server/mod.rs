@@ -5,6 +5,7 @@
 mod agent;
 mod api;
 mod join;
+mod transfer;
 
 use std::future::Future;
 use std::sync::Arc;

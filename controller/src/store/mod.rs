@@ -54,6 +54,7 @@ pub struct Store {
     pub envs: Table<EnvRecord>,
     pub events: Table<EventRecord>,
     pub images: Table<ImageRecord>,
+    pub docker_archives: Table<DockerArchiveRecord>,
 }
 
 impl Store {
@@ -83,6 +84,7 @@ impl Store {
             envs: Table::new("envs", db.open_tree("envs")?),
             events: Table::new("events", db.open_tree("events")?),
             images: Table::new("images", db.open_tree("images")?),
+            docker_archives: Table::new("docker_archives", db.open_tree("docker_archives")?),
             db,
         })
     }

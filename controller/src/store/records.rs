@@ -242,3 +242,16 @@ pub struct ImageRecord {
     pub imported_at: Timestamp,
     pub imported_by: String,
 }
+
+/// A `docker save` archive in the image store, for sites without a registry:
+/// agents fetch it when an environment needs one of its images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DockerArchiveRecord {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    /// The image references it holds (`repo:tag`), from its manifest.
+    pub images: Vec<String>,
+    pub imported_at: Timestamp,
+    pub imported_by: String,
+}
