@@ -30,6 +30,25 @@ pub struct AgentConfig {
     /// An environment that is not Running this long after it was (re)started is reported Failed.
     #[serde(with = "serde_str")]
     pub provision_timeout: Duration,
+    /// kvm: the libvirt NAT network environments' VMs join (created when missing).
+    pub kvm_network: String,
+    /// kvm: that network's gateway address and prefix.
+    pub kvm_subnet: String,
+    /// kvm: the libvirt storage pool for overlays, data disks and seeds (created when missing).
+    pub kvm_pool: String,
+    /// kvm: the pool's folder [default: DATA_DIR/pool].
+    pub kvm_pool_dir: Option<PathBuf>,
+    /// kvm: `auto` (KVM only where a VM really boots with it), `kvm` or `tcg`.
+    pub acceleration: String,
+    /// kvm: how long an ACPI shutdown may take before the VM is powered off.
+    #[serde(with = "serde_str")]
+    pub kvm_stop_timeout: Duration,
+    /// kvm: size of each environment's data disk (thin).
+    pub kvm_data_disk: String,
+    /// kvm: host ports for forwarding environments' exposed ports.
+    pub kvm_port_range: String,
+    /// Size cap of the base image cache; least recently used unused images go first.
+    pub image_cache_max: String,
 }
 
 impl Default for AgentConfig {
@@ -42,6 +61,15 @@ impl Default for AgentConfig {
             fake_runtimes: Vec::new(),
             fake_delay: Duration::from_millis(200),
             provision_timeout: Duration::from_secs(15 * 60),
+            kvm_network: "metrom".into(),
+            kvm_subnet: "192.168.213.1/24".into(),
+            kvm_pool: "metrom".into(),
+            kvm_pool_dir: None,
+            acceleration: "auto".into(),
+            kvm_stop_timeout: Duration::from_secs(60),
+            kvm_data_disk: "10GiB".into(),
+            kvm_port_range: "30000-32767".into(),
+            image_cache_max: "50GiB".into(),
         }
     }
 }
@@ -79,6 +107,9 @@ impl AgentConfig {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        if let Err(message) = cfg.kvm_settings(Path::new("/")) {
+            return Err(ConfigError::Parse { path, message });
+        }
         for k in &cfg.fake_runtimes {
             if RuntimeKind::parse(k).is_none() {
                 return Err(ConfigError::Parse {
@@ -90,6 +121,62 @@ impl AgentConfig {
             }
         }
         Ok(cfg)
+    }
+
+    /// The kvm runtime's settings; the error names the key.
+    pub fn kvm_settings(
+        &self,
+        data_dir: &Path,
+    ) -> Result<crate::runtime::kvm::KvmSettings, String> {
+        use crate::runtime::kvm::{Accel, KvmSettings};
+        let size = |key: &str, v: &str| {
+            metrom_protocol::template::parse_size_mib(v)
+                .map(|m| m << 20)
+                .map_err(|e| format!("key '{key}': {e}"))
+        };
+        let (gw, prefix) = self
+            .kvm_subnet
+            .split_once('/')
+            .and_then(|(g, p)| Some((g.parse::<std::net::Ipv4Addr>().ok()?, p.parse::<u8>().ok()?)))
+            .filter(|(_, p)| (8..=30).contains(p))
+            .ok_or_else(|| {
+                format!(
+                    "key 'kvm_subnet': '{}' is not GATEWAY/PREFIX like 192.168.213.1/24",
+                    self.kvm_subnet
+                )
+            })?;
+        let bridge: String = format!("{}0", self.kvm_network).chars().take(15).collect();
+        Ok(KvmSettings {
+            uri: self.libvirt_uri.clone(),
+            network: self.kvm_network.clone(),
+            bridge,
+            gateway: gw,
+            prefix,
+            pool: self.kvm_pool.clone(),
+            pool_dir: self
+                .kvm_pool_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("pool")),
+            state_dir: data_dir.join("kvm"),
+            image_dir: data_dir.join("images"),
+            image_cache_max: size("image_cache_max", &self.image_cache_max)?,
+            port_range: crate::runtime::kvm::parse_port_range(&self.kvm_port_range).ok_or_else(
+                || {
+                    format!(
+                        "key 'kvm_port_range': '{}' is not FIRST-LAST",
+                        self.kvm_port_range
+                    )
+                },
+            )?,
+            stop_timeout: self.kvm_stop_timeout,
+            acceleration: Accel::parse(&self.acceleration).ok_or_else(|| {
+                format!(
+                    "key 'acceleration': '{}' (use auto, kvm or tcg)",
+                    self.acceleration
+                )
+            })?,
+            data_disk_bytes: size("kvm_data_disk", &self.kvm_data_disk)?,
+        })
     }
 
     /// The runtime kinds the fake serves.

@@ -4,6 +4,7 @@ pub mod backoff;
 pub mod config;
 pub mod enroll;
 pub mod facts;
+pub mod images;
 pub mod ledger;
 pub mod link;
 pub mod runtime;

@@ -9,6 +9,7 @@
 //! variants go at the end, new fields go into new message types. The rules are
 //! in `docs/protocol.md`.
 
+pub mod cloudinit;
 pub mod codec;
 pub mod duration;
 pub mod facts;

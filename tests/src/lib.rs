@@ -83,6 +83,12 @@ impl Cluster {
             .prefix("metrom-test-")
             .tempdir()
             .expect("tempdir");
+        // QEMU runs as its own user and must traverse into agents' data dirs.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("chmod the test folder");
         let port = free_udp_port();
         let data = dir.path().join("controller");
         let out = Command::new(bin("metrom-controller"))
@@ -346,6 +352,11 @@ impl Cluster {
         &mut self.agents[i]
     }
 
+    /// The host id of agent `i`.
+    pub fn host_id(&self, i: usize) -> String {
+        self.agents[i].host_id.clone()
+    }
+
     /// Prints the tail of every log (called when a test fails).
     pub fn dump_logs(&self) {
         let mut logs = vec![self.controller_log()];
@@ -376,6 +387,34 @@ impl Drop for Cluster {
             a.kill();
         }
         self.kill_controller();
+        remove_vms_under(self.dir.path());
+    }
+}
+
+/// Removes the libvirt domains and pools whose files live under `dir` (what a
+/// test's kvm agents made), so a failed test leaves nothing running.
+pub fn remove_vms_under(dir: &Path) {
+    if Command::new("virsh").arg("--version").output().is_err() {
+        return;
+    }
+    let dir = dir.to_string_lossy().into_owned();
+    for name in virsh(&["list", "--all", "--name"])
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        if virsh(&["dumpxml", name]).contains(&dir) {
+            let _ = virsh(&["destroy", name]);
+            let _ = virsh(&["undefine", name]);
+        }
+    }
+    for name in virsh(&["pool-list", "--all", "--name"])
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        if virsh(&["pool-dumpxml", name]).contains(&dir) {
+            let _ = virsh(&["pool-destroy", name]);
+            let _ = virsh(&["pool-undefine", name]);
+        }
     }
 }
 
@@ -463,6 +502,37 @@ impl Agent {
 /// agent.toml for a host whose runtimes are all served by the fake.
 pub fn fake_agent_toml(delay: &str) -> String {
     format!("fake_runtimes = [\"kvm\", \"docker\", \"fake\"]\nfake_delay = \"{delay}\"\n")
+}
+
+/// A test VM image built and cached by `tests/setup.sh`.
+pub fn test_image(name: &str) -> PathBuf {
+    let cache = std::env::var_os("METROM_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/metrom-tests".into());
+    let p = cache.join(format!("{name}.qcow2"));
+    assert!(
+        p.exists(),
+        "{} is missing: run tests/setup.sh (it builds the test images)",
+        p.display()
+    );
+    p
+}
+
+/// agent.toml for a host with the real kvm runtime (TCG unless `accel` says otherwise).
+pub fn kvm_agent_toml(test: &str, accel: &str) -> String {
+    format!(
+        "acceleration = \"{accel}\"\nkvm_pool = \"metrom-{test}\"\nkvm_stop_timeout = \"20s\"\nprovision_timeout = \"10m\"\n"
+    )
+}
+
+/// Runs `virsh -c qemu:///system ARGS` and returns stdout.
+pub fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .expect("run virsh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The folder of a starter template shipped in `templates/`.

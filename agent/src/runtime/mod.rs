@@ -6,6 +6,7 @@
 //! the runtime observes; runtimes only carry out single steps, each idempotent.
 
 pub mod fake;
+pub mod kvm;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -108,18 +109,27 @@ impl Runtimes {
     pub async fn for_host(
         data_dir: &std::path::Path,
         config: &crate::config::AgentConfig,
-        _link: Arc<crate::link::Link>,
+        link: Arc<crate::link::Link>,
     ) -> Runtimes {
         let mut runtimes = Runtimes::default();
         let fake_kinds = config.fake_kinds();
         if !fake_kinds.is_empty() {
             let fake: Arc<dyn Runtime> =
                 Arc::new(fake::FakeRuntime::open(data_dir, config.fake_delay));
-            for k in fake_kinds {
+            for k in fake_kinds.iter().copied() {
                 tracing::warn!(
                     "the {k} runtime is served by the FAKE runtime (agent.toml fake_runtimes): nothing really runs"
                 );
                 runtimes.insert(k, fake.clone());
+            }
+        }
+        if !fake_kinds.contains(&RuntimeKind::Kvm) {
+            match config.kvm_settings(data_dir) {
+                Ok(settings) => match kvm::KvmRuntime::open(settings, link.clone()).await {
+                    Ok(rt) => runtimes.insert(RuntimeKind::Kvm, Arc::new(rt)),
+                    Err(e) => tracing::warn!("the kvm runtime is not available: {e}"),
+                },
+                Err(e) => tracing::warn!("the kvm runtime is not available: {e}"),
             }
         }
         runtimes

@@ -5,3 +5,4 @@ mod crash;
 mod environments;
 mod foundation;
 mod hostile;
+mod kvm;
