@@ -37,6 +37,10 @@ pub enum FetchError {
     DigestMismatch { expected: String, got: String },
     #[error("could not fetch it from the controller after {attempts} attempts: {last}")]
     GaveUp { attempts: u32, last: String },
+    #[error(
+        "the host's disk is full: {path} cannot hold {size} bytes; free some space (or lower image_cache_max)"
+    )]
+    DiskFull { path: PathBuf, size: u64 },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -195,12 +199,21 @@ async fn attempt_once(
                 return Err(broken(&e));
             }
         };
-        file.write_all(&buf[..n]).await.map_err(|source| {
-            Attempt::Io(FetchError::Io {
+        if let Err(source) = file.write_all(&buf[..n]).await {
+            drop(file);
+            if source.raw_os_error() == Some(libc::ENOSPC) {
+                // Nothing half-made stays behind.
+                let _ = tokio::fs::remove_file(part).await;
+                return Err(Attempt::Io(FetchError::DiskFull {
+                    path: part.to_path_buf(),
+                    size,
+                }));
+            }
+            return Err(Attempt::Io(FetchError::Io {
                 path: part.to_path_buf(),
                 source,
-            })
-        })?;
+            }));
+        }
         got += n as u64;
         let pct = got * 100 / size.max(1);
         if pct / 5 != last_pct / 5 {

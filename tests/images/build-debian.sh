@@ -23,7 +23,7 @@ mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/nu
 
 packages=systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,cloud-init,cloud-guest-utils,\
 qemu-guest-agent,docker.io,docker-compose,git,subversion,openssh-server,sudo,ifupdown,isc-dhcp-client,\
-iproute2,ca-certificates,curl,netbase,e2fsprogs,procps,less,python3-cffi-backend
+iproute2,ca-certificates,curl,netbase,e2fsprogs,procps,less,python3-cffi-backend,apparmor
 
 say "debian image: debootstrap bookworm from $mirror (several minutes)"
 debootstrap --variant=minbase --include="$packages" bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \

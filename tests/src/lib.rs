@@ -361,6 +361,15 @@ impl Cluster {
     pub fn dump_logs(&self) {
         let mut logs = vec![self.controller_log()];
         logs.extend(self.agents.iter().map(|a| a.log.clone()));
+        // VM consoles (cloud-init prints its progress there).
+        for a in &self.agents {
+            if let Ok(rd) = std::fs::read_dir(a.data_dir.join("kvm")) {
+                logs.extend(
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| e.path().join("console.log")),
+                );
+            }
+        }
         for log in logs {
             if let Ok(text) = std::fs::read_to_string(&log) {
                 let lines: Vec<&str> = text.lines().collect();
@@ -400,6 +409,7 @@ pub fn remove_vms_under(dir: &Path) {
     let dir = dir.to_string_lossy().into_owned();
     for name in virsh(&["list", "--all", "--name"])
         .lines()
+        .map(str::trim)
         .filter(|l| !l.is_empty())
     {
         if virsh(&["dumpxml", name]).contains(&dir) {
@@ -409,6 +419,7 @@ pub fn remove_vms_under(dir: &Path) {
     }
     for name in virsh(&["pool-list", "--all", "--name"])
         .lines()
+        .map(str::trim)
         .filter(|l| !l.is_empty())
     {
         if virsh(&["pool-dumpxml", name]).contains(&dir) {
@@ -521,7 +532,8 @@ pub fn test_image(name: &str) -> PathBuf {
 /// agent.toml for a host with the real kvm runtime (TCG unless `accel` says otherwise).
 pub fn kvm_agent_toml(test: &str, accel: &str) -> String {
     format!(
-        "acceleration = \"{accel}\"\nkvm_pool = \"metrom-{test}\"\nkvm_stop_timeout = \"20s\"\nprovision_timeout = \"10m\"\n"
+        "acceleration = \"{accel}\"\nkvm_pool = \"metrom-{test}-{}\"\nkvm_stop_timeout = \"20s\"\nprovision_timeout = \"10m\"\n",
+        metrom_protocol::ids::random_string(6)
     )
 }
 

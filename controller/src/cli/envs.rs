@@ -289,6 +289,8 @@ async fn wait_for(
     bar.enable_steady_tick(Duration::from_millis(120));
     let start = Instant::now();
     let id = env.id.to_string();
+    let initial = env.state.clone();
+    let mut moved = initial != "Failed";
     let mut env = env;
     loop {
         let msg = match &env.reason {
@@ -305,7 +307,12 @@ async fn wait_for(
             );
             return Ok(env);
         }
-        if env.state == "Failed" {
+        // A Failed state from before the request is not this change's failure;
+        // a deletion goes on whatever state the environment was in.
+        if env.state != initial {
+            moved = true;
+        }
+        if env.state == "Failed" && target != "Deleted" && moved {
             bar.finish_and_clear();
             return Err(CliError::Other(anyhow::anyhow!(
                 "{} failed: {} (see `metrom env events {}`)",

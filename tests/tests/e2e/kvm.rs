@@ -235,3 +235,84 @@ fn image_transfers_resume_after_a_cut_and_corrupt_images_are_rejected() {
     c.ok(&["env", "delete", "tiny-bad"]);
     c.ok(&["env", "delete", "tiny-xfer", "--wait", "--timeout", "2m"]);
 }
+
+/// Unmounts a tmpfs when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_environment_clearly_and_leaves_nothing_half_made() {
+    let (mut c, a) = kvm_cluster("kvm-full", "tcg");
+    // The image cache gets 4 MiB: the 19 MiB image cannot fit.
+    let images = c.agent(a).data_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "metrom-test-full"])
+        .arg(&images)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting a small tmpfs");
+    let _mounted = Mounted(images.clone());
+    c.ok(&["env", "create", "tiny-full", "--template", "minimal"]);
+    let env = c.wait_env_state("tiny-full", "Failed", Duration::from_secs(120));
+    let reason = env["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("disk is full"), "{reason}");
+    let env_id = env["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        std::fs::read_dir(&images).unwrap().count(),
+        0,
+        "no partial image left"
+    );
+    assert!(!virsh(&["list", "--all", "--name"]).contains("metrom-tiny-full"));
+    assert_eq!(leftovers(&mut c, a, &env_id), Vec::<String>::new());
+    c.ok(&["env", "delete", "tiny-full", "--wait", "--timeout", "1m"]);
+}
+
+#[test]
+fn an_environment_fails_while_libvirtd_is_down_and_recovers_when_it_returns() {
+    let (mut c, a) = kvm_cluster("kvm-down", "tcg");
+    let stop = std::process::Command::new("pkill")
+        .args(["-x", "libvirtd"])
+        .status()
+        .unwrap();
+    assert!(stop.success(), "libvirtd was running");
+    /// Restarts libvirtd even if the test fails.
+    struct Restart;
+    impl Drop for Restart {
+        fn drop(&mut self) {
+            if std::process::Command::new("pgrep")
+                .args(["-x", "libvirtd"])
+                .status()
+                .map(|s| !s.success())
+                .unwrap_or(true)
+            {
+                let _ = std::process::Command::new("libvirtd").arg("-d").status();
+            }
+        }
+    }
+    let restart = Restart;
+    wait_for("libvirtd to stop", Duration::from_secs(20), || {
+        std::process::Command::new("pgrep")
+            .args(["-x", "libvirtd"])
+            .status()
+            .unwrap()
+            .success()
+            .then_some(())
+            .xor(Some(()))
+    });
+    c.ok(&["env", "create", "tiny-down", "--template", "minimal"]);
+    let env = c.wait_env_state("tiny-down", "Failed", Duration::from_secs(120));
+    assert!(env["reason"].as_str().unwrap().contains("libvirt"), "{env}");
+    assert!(c.agent(a).is_running(), "the agent keeps running");
+    drop(restart);
+    wait_for("libvirtd to answer", Duration::from_secs(30), || {
+        virsh(&["version"]).contains("libvirt").then_some(())
+    });
+    c.wait_env_state("tiny-down", "Running", Duration::from_secs(300));
+    c.ok(&["env", "delete", "tiny-down", "--wait", "--timeout", "2m"]);
+}

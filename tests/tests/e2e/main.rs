@@ -6,3 +6,4 @@ mod environments;
 mod foundation;
 mod hostile;
 mod kvm;
+mod kvm_full;

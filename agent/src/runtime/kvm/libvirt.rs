@@ -127,8 +127,13 @@ pub fn ensure_network(c: &Connect, name: &str, xml_text: &str) -> Result<(), vir
     Ok(())
 }
 
-/// Makes sure the directory storage pool exists and is active.
-pub fn ensure_pool(c: &Connect, name: &str, path: &str) -> Result<StoragePool, virt::error::Error> {
+/// Makes sure the directory storage pool exists, is active and is the one
+/// for `path`. The inner error is a pool of that name for another folder.
+pub fn ensure_pool(
+    c: &Connect,
+    name: &str,
+    path: &str,
+) -> Result<Result<StoragePool, String>, virt::error::Error> {
     let pool = match StoragePool::lookup_by_name(c, name) {
         Ok(p) => p,
         Err(e) if not_found(&e) => {
@@ -139,11 +144,20 @@ pub fn ensure_pool(c: &Connect, name: &str, path: &str) -> Result<StoragePool, v
         }
         Err(e) => return Err(e),
     };
+    if !pool
+        .get_xml_desc(0)?
+        .contains(&format!("<path>{}</path>", xml::esc(path)))
+    {
+        return Ok(Err(format!(
+            "a libvirt storage pool named {name} already exists for another folder than {path}; set kvm_pool in \
+             agent.toml to another name, or remove it (virsh pool-destroy {name}; virsh pool-undefine {name})"
+        )));
+    }
     if !pool.is_active()? {
         pool.create(0)?;
     }
     let _ = pool.set_autostart(true);
-    Ok(pool)
+    Ok(Ok(pool))
 }
 
 /// The path of a volume, creating it from `xml_text` if it does not exist.

@@ -103,10 +103,11 @@ impl KvmRuntime {
         );
         lv.call(move |c| {
             libvirt::ensure_network(c, &net, &net_xml)?;
-            libvirt::ensure_pool(c, &pool, &pool_dir.to_string_lossy()).map(|_| ())
+            libvirt::ensure_pool(c, &pool, &pool_dir.to_string_lossy()).map(|r| r.map(|_| ()))
         })
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)?
+        .map_err(RuntimeError::Invalid)?;
         let accel = Acceleration::decide(&lv, settings.acceleration, &settings.state_dir).await;
         Ok(KvmRuntime {
             cache: ImageCache::new(&settings.image_dir, settings.image_cache_max, link),
