@@ -5,6 +5,7 @@
 //! what to do (create, start, stop, rebuild, destroy) from the ledger and what
 //! the runtime observes; runtimes only carry out single steps, each idempotent.
 
+pub mod docker;
 pub mod fake;
 
 use std::collections::BTreeMap;
@@ -108,9 +109,18 @@ impl Runtimes {
     pub async fn for_host(
         data_dir: &std::path::Path,
         config: &crate::config::AgentConfig,
-        _link: Arc<crate::link::Link>,
+        link: Arc<crate::link::Link>,
     ) -> Runtimes {
         let mut runtimes = Runtimes::default();
+        if !config.is_fake(RuntimeKind::Docker) {
+            let settings = docker::Settings::from_config(config);
+            match docker::DockerRuntime::connect(&config.docker_socket, data_dir, link, settings)
+                .await
+            {
+                Ok(rt) => runtimes.insert(RuntimeKind::Docker, Arc::new(rt)),
+                Err(why) => tracing::info!("no docker runtime: {why}"),
+            }
+        }
         let fake_kinds = config.fake_kinds();
         if !fake_kinds.is_empty() {
             let fake: Arc<dyn Runtime> =
