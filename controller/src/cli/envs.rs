@@ -305,7 +305,9 @@ async fn wait_for(
             );
             return Ok(env);
         }
-        if env.state == "Failed" {
+        // Deleting is how a Failed environment is cleared: its Failed state
+        // is the one before the deletion, not the deletion's outcome.
+        if env.state == "Failed" && target != "Deleted" {
             bar.finish_and_clear();
             return Err(CliError::Other(anyhow::anyhow!(
                 "{} failed: {} (see `metrom env events {}`)",
