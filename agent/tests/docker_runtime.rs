@@ -33,9 +33,7 @@ volumes:
 "#;
 
 fn spec(name: &str) -> EnvSpec {
-    let manifest = format!(
-        "name = \"rt\"\nruntime = [\"docker\"]\n[resources]\nvcpus = 1\nmemory = \"256MiB\"\ndisk = \"1GiB\"\n"
-    );
+    let manifest = "name = \"rt\"\nruntime = [\"docker\"]\n[resources]\nvcpus = 1\nmemory = \"256MiB\"\ndisk = \"1GiB\"\n".to_string();
     EnvSpec {
         env_id: EnvId::generate(),
         name: name.into(),

@@ -180,13 +180,13 @@ fn compose_up(file: &std::path::Path, project: &str) -> anyhow::Result<Duration>
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    if let Ok(d) = down {
-        if !d.status.success() {
-            bail!(
-                "docker-compose down failed: {}",
-                String::from_utf8_lossy(&d.stderr)
-            );
-        }
+    if let Ok(d) = down
+        && !d.status.success()
+    {
+        bail!(
+            "docker-compose down failed: {}",
+            String::from_utf8_lossy(&d.stderr)
+        );
     }
     Ok(took)
 }

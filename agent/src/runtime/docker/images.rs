@@ -111,12 +111,12 @@ async fn pull(
             Ok(i) => i,
             Err(e) => {
                 let mut why = docker_message(&e);
-                if let Some((r, true)) = registry {
-                    if why.contains("HTTP response to HTTPS client") {
-                        why.push_str(&format!(
+                if let Some((r, true)) = registry
+                    && why.contains("HTTP response to HTTPS client")
+                {
+                    why.push_str(&format!(
                             " (registry {r} is plain HTTP: add it to dockerd's insecure-registries in /etc/docker/daemon.json)"
                         ));
-                    }
                 }
                 let message = format!("cannot pull image {image} from {from}: {why}");
                 return Err(match e {
@@ -128,21 +128,18 @@ async fn pull(
                 });
             }
         };
-        if let (Some(id), Some(detail)) = (&info.id, &info.progress_detail) {
-            if info.status.as_deref() == Some("Downloading") {
-                if let (Some(cur), Some(total)) = (detail.current, detail.total) {
-                    layers.insert(id.clone(), (cur, total));
-                }
-            }
-        }
-        if info.status.as_deref() == Some("Download complete")
-            || info.status.as_deref() == Some("Pull complete")
+        if let (Some(id), Some(detail)) = (&info.id, &info.progress_detail)
+            && info.status.as_deref() == Some("Downloading")
+            && let (Some(cur), Some(total)) = (detail.current, detail.total)
         {
-            if let Some(id) = &info.id {
-                if let Some(l) = layers.get_mut(id) {
-                    l.0 = l.1;
-                }
-            }
+            layers.insert(id.clone(), (cur, total));
+        }
+        if (info.status.as_deref() == Some("Download complete")
+            || info.status.as_deref() == Some("Pull complete"))
+            && let Some(id) = &info.id
+            && let Some(l) = layers.get_mut(id)
+        {
+            l.0 = l.1;
         }
         let (cur, total) = layers
             .values()

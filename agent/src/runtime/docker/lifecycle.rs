@@ -616,10 +616,10 @@ pub(super) async fn destroy(
     } else {
         std::fs::remove_dir_all(&dir)
     };
-    if let Err(e) = gone {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!("removing {}: {e}", dir.display());
-        }
+    if let Err(e) = gone
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!("removing {}: {e}", dir.display());
     }
     info!(keep_data, "docker objects removed");
     Ok(())

@@ -38,11 +38,11 @@ pub fn allocate(
     };
     // Keys that keep their port go first, so a new key cannot take one.
     for k in keys {
-        if let Some(&p) = previous.get(&k.text()) {
-            if usable(p, k.protocol, &used) {
-                used.insert(p);
-                out.insert(k.clone(), p);
-            }
+        if let Some(&p) = previous.get(&k.text())
+            && usable(p, k.protocol, &used)
+        {
+            used.insert(p);
+            out.insert(k.clone(), p);
         }
     }
     let mut next = range.first;
