@@ -422,8 +422,8 @@ fn an_agent_restart_readopts_the_containers_without_duplicates() {
 
 #[test]
 fn unsupported_keys_and_missing_images_give_clear_errors_and_leave_nothing() {
-    let name = format!("mi-{}", unique());
-    let _cleanup = Cleanup(vec![name.clone()]);
+    let (name, name2) = (format!("mi-{}", unique()), format!("hp-{}", unique()));
+    let _cleanup = Cleanup(vec![name.clone(), name2.clone()]);
     let (mut c, _) = docker_cluster();
     // An unsupported compose key is refused at push, naming it and the supported ones.
     let t = format!("bad-{}", unique());
@@ -467,6 +467,31 @@ fn unsupported_keys_and_missing_images_give_clear_errors_and_leave_nothing() {
         "a failed pull left files"
     );
     delete_and_check_gone(&c, &name, &id);
+
+    // A host path would be this host's own files: refused, nothing made.
+    let t = format!("host-{}", unique());
+    let dir = web_db_template(&c, &t, IMAGE);
+    let compose = std::fs::read_to_string(dir.join("compose.yaml")).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        compose.replacen(
+            "      - site:/www\n",
+            "      - site:/www\n      - /etc:/host-etc:ro\n",
+            1,
+        ),
+    )
+    .unwrap();
+    push(&c, &dir);
+    c.ok(&["env", "create", &name2, "--template", &t]);
+    let env = c.wait_env_state(&name2, "Failed", WAIT);
+    let reason = env["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("service 'web' mounts the host path /etc"),
+        "{reason}"
+    );
+    let id = env["id"].as_str().unwrap().to_string();
+    assert_eq!(labelled(&id), (vec![], vec![], vec![]));
+    delete_and_check_gone(&c, &name2, &id);
 }
 
 #[test]

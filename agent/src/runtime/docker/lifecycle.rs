@@ -76,6 +76,14 @@ pub(super) async fn converge(
     progress: &Progress,
 ) -> Result<(), RuntimeError> {
     let r = resolve(rt, spec)?;
+    // What the spec itself gets wrong (env files, host paths) fails before
+    // anything is pulled or made.
+    let no_ports = plan::port_keys(&r.compose)
+        .into_iter()
+        .map(|k| (k, 0))
+        .collect();
+    plan::plan(spec, &r.compose, &files_dir(rt, &spec.env_id), &no_ports)
+        .map_err(RuntimeError::Invalid)?;
     let existing = containers(rt, &spec.env_id).await?;
     // Containers of another build (a crash between destroy and create) go.
     for c in &existing {

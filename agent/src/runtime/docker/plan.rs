@@ -264,7 +264,13 @@ fn service(
                 MountType::BIND,
                 files_dir.join(path).to_string_lossy().into_owned(),
             ),
-            MountSource::Host(path) => (MountType::BIND, path.clone()),
+            MountSource::Host(path) => {
+                return Err(format!(
+                    "service '{name}' mounts the host path {path}: the docker runtime does not \
+                     mount host paths, which would be this host's own files, shared with every \
+                     environment on it; use a named volume or a file of the template (./path)"
+                ));
+            }
         };
         mounts.push(DockerMount {
             target: Some(m.target.clone()),
@@ -502,6 +508,17 @@ volumes:
         assert_eq!(h.interval, Some(2_000_000_000));
         assert_eq!(p.networks.len(), 2);
         assert_eq!(p.volumes[0].labels[label::NAME], "data");
+    }
+
+    #[test]
+    fn host_paths_are_refused() {
+        let c = Compose::parse(
+            "services:\n  web:\n    image: w\n    volumes: [\"/var/run/docker.sock:/s\"]\n",
+            "compose.yaml",
+        )
+        .unwrap();
+        let e = plan(&spec("e-h", 1), &c, Path::new("/f"), &BTreeMap::new()).unwrap_err();
+        assert!(e.contains("host path /var/run/docker.sock"), "{e}");
     }
 
     #[test]
