@@ -69,3 +69,63 @@ if [ ! -f "$CACHE/debian-12.qcow2" ] || [ "$(cat "$CACHE/debian-12.version" 2>/d
 fi
 
 say "ready: libvirt $(virsh -c qemu:///system version --daemon 2>/dev/null | sed -n 's/.*daemon: libvirt //p'), $(docker version --format 'Docker {{.Server.Version}}')"
+
+# --- Docker test images and registry -----------------------------------------
+# metrom-test/busybox:1: a busybox root (httpd, wget, sh, nc, …) imported into
+# dockerd, and the same image in a docker-registry on 127.0.0.1:5000 (dockerd
+# treats loopback registries as plain HTTP by default). Nothing is fetched from
+# the internet: busybox comes from Debian's busybox-static.
+TEST_IMAGE=metrom-test/busybox:1
+REGISTRY=127.0.0.1:5000
+# Bumped when the image's content changes; an image without it is rebuilt.
+TEST_IMAGE_REV=2
+
+have_rev=$(docker image inspect -f '{{index .Config.Labels "io.metrom.test-image"}}' "$TEST_IMAGE" 2>/dev/null || true)
+if [ "$have_rev" != "$TEST_IMAGE_REV" ]; then
+    say "building $TEST_IMAGE from busybox-static"
+    root=$(mktemp -d)
+    mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/www"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $("$root/bin/busybox" --list); do
+        [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+    tar -C "$root" -c . | docker import -c 'CMD ["sh"]' -c 'ENV PATH=/bin' \
+        -c "LABEL io.metrom.test-image=$TEST_IMAGE_REV" - "$TEST_IMAGE" >/dev/null
+    rm -rf "$root"
+fi
+
+REGDIR=$CACHE/registry
+mkdir -p "$REGDIR/data"
+if [ ! -f "$REGDIR/config.yml" ]; then
+    cat >"$REGDIR/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $REGDIR/data
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
+YAML
+fi
+if ! curl -fsS "http://$REGISTRY/v2/" >/dev/null 2>&1; then
+    say "starting docker-registry on $REGISTRY (log $LOGDIR/registry.log)"
+    nohup docker-registry serve "$REGDIR/config.yml" >"$LOGDIR/registry.log" 2>&1 &
+fi
+wait_for docker-registry 60 curl -fsS "http://$REGISTRY/v2/"
+
+local_id=$(docker image inspect -f '{{.Id}}' "$TEST_IMAGE")
+pushed_id=$(cat "$REGDIR/pushed" 2>/dev/null || true)
+if [ "$local_id" != "$pushed_id" ] || ! curl -fsS "http://$REGISTRY/v2/metrom-test/busybox/manifests/1" \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' >/dev/null 2>&1; then
+    say "pushing $TEST_IMAGE to $REGISTRY"
+    docker tag "$TEST_IMAGE" "$REGISTRY/$TEST_IMAGE"
+    docker push -q "$REGISTRY/$TEST_IMAGE" >/dev/null
+    docker rmi "$REGISTRY/$TEST_IMAGE" >/dev/null
+    echo "$local_id" >"$REGDIR/pushed"
+fi
+say "test images: $TEST_IMAGE (local and in $REGISTRY)"

@@ -46,9 +46,66 @@ pub struct AgentConfig {
     /// kvm: size of each environment's data disk (thin).
     pub kvm_data_disk: String,
     /// kvm: host ports for forwarding environments' exposed ports.
-    pub kvm_port_range: String,
+    pub kvm_port_range: PortRange,
     /// Size cap of the base image cache; least recently used unused images go first.
     pub image_cache_max: String,
+    /// The internal container registry (`host[:port]`) for compose images that
+    /// name none (Docker runtime). A template's `registry` wins over it; it
+    /// wins over the controller's `[site] registry`.
+    pub registry: Option<String>,
+    /// Whether that registry speaks plain HTTP (dockerd must list it in its
+    /// `insecure-registries`; loopback registries are insecure by default).
+    pub registry_insecure: bool,
+    /// Host ports published containers get, `FIRST-LAST` (Docker runtime).
+    pub docker_port_range: PortRange,
+    /// How long containers get to stop after SIGTERM before they are killed.
+    #[serde(with = "serde_str")]
+    pub docker_stop_timeout: Duration,
+}
+
+/// An inclusive range of ports, written `FIRST-LAST` (`"20000-29999"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn parse(s: &str) -> Result<PortRange, String> {
+        let bad = || format!("port range '{s}': write FIRST-LAST, e.g. \"20000-29999\"");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last {
+            return Err(format!(
+                "port range '{s}': FIRST must be at least 1 and not above LAST"
+            ));
+        }
+        Ok(PortRange { first, last })
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PortRange, D::Error> {
+        let s = String::deserialize(d)?;
+        PortRange::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for AgentConfig {
@@ -68,8 +125,15 @@ impl Default for AgentConfig {
             acceleration: "auto".into(),
             kvm_stop_timeout: Duration::from_secs(60),
             kvm_data_disk: "10GiB".into(),
-            kvm_port_range: "30000-32767".into(),
+            kvm_port_range: PortRange { first: 30000, last: 32767 },
             image_cache_max: "50GiB".into(),
+            registry: None,
+            registry_insecure: false,
+            docker_port_range: PortRange {
+                first: 20000,
+                last: 29999,
+            },
+            docker_stop_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -160,14 +224,7 @@ impl AgentConfig {
             state_dir: data_dir.join("kvm"),
             image_dir: data_dir.join("images"),
             image_cache_max: size("image_cache_max", &self.image_cache_max)?,
-            port_range: crate::runtime::kvm::parse_port_range(&self.kvm_port_range).ok_or_else(
-                || {
-                    format!(
-                        "key 'kvm_port_range': '{}' is not FIRST-LAST",
-                        self.kvm_port_range
-                    )
-                },
-            )?,
+            port_range: (self.kvm_port_range.first, self.kvm_port_range.last),
             stop_timeout: self.kvm_stop_timeout,
             acceleration: Accel::parse(&self.acceleration).ok_or_else(|| {
                 format!(
@@ -179,11 +236,54 @@ impl AgentConfig {
         })
     }
 
+    /// Whether the fake serves `kind`.
+    pub fn is_fake(&self, kind: RuntimeKind) -> bool {
+        self.fake_kinds().contains(&kind)
+    }
+
     /// The runtime kinds the fake serves.
     pub fn fake_kinds(&self) -> Vec<RuntimeKind> {
         self.fake_runtimes
             .iter()
             .filter_map(|k| RuntimeKind::parse(k))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_keys_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "registry = \"127.0.0.1:5000\"\nregistry_insecure = true\n\
+             docker_port_range = \"31000-31009\"\ndocker_stop_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(Some(&path), dir.path()).unwrap();
+        assert_eq!(c.registry.as_deref(), Some("127.0.0.1:5000"));
+        assert!(c.registry_insecure);
+        assert_eq!(
+            c.docker_port_range,
+            PortRange {
+                first: 31000,
+                last: 31009
+            }
+        );
+        assert_eq!(c.docker_stop_timeout, Duration::from_secs(3));
+        std::fs::write(&path, "docker_port_range = \"30000-20000\"\n").unwrap();
+        let e = AgentConfig::load(Some(&path), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent.toml") && e.contains("30000-20000"), "{e}");
+        std::fs::write(&path, "docker_ports = \"1-2\"\n").unwrap();
+        let e = AgentConfig::load(Some(&path), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("docker_ports"), "{e}");
     }
 }

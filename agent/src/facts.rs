@@ -187,15 +187,11 @@ pub async fn probe_libvirt(uri: &str) -> Probe {
     }
 }
 
-/// The Docker Engine answers on `socket`.
+/// The Docker Engine answers on `socket` (at an API version both sides speak).
 pub async fn probe_docker(socket: &str) -> Probe {
-    if !Path::new(socket).exists() {
-        return Probe::missing(format!("no Docker socket at {socket}"));
-    }
-    let docker = match bollard::Docker::connect_with_socket(socket, 5, bollard::API_DEFAULT_VERSION)
-    {
+    let docker = match crate::runtime::docker::connect(socket).await {
         Ok(d) => d,
-        Err(e) => return Probe::missing(format!("Docker: {e}")),
+        Err(why) => return Probe::missing(why),
     };
     match tokio::time::timeout(PROBE_TIMEOUT, docker.version()).await {
         Ok(Ok(v)) => Probe::ok(format!(

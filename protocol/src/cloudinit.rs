@@ -365,6 +365,7 @@ default = "it's secret"
             image: None,
             ssh_keys: vec!["ssh-ed25519 AAAA alice@laptop".into()],
             site: SiteSettings::default(),
+            docker_archives: vec![],
         }
     }
 

@@ -209,6 +209,7 @@ pub(crate) mod tests {
             image: None,
             ssh_keys: vec![],
             site: SiteSettings::default(),
+            docker_archives: vec![],
         }
     }
 

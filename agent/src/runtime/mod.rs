@@ -5,6 +5,7 @@
 //! what to do (create, start, stop, rebuild, destroy) from the ledger and what
 //! the runtime observes; runtimes only carry out single steps, each idempotent.
 
+pub mod docker;
 pub mod fake;
 pub mod kvm;
 
@@ -112,6 +113,15 @@ impl Runtimes {
         link: Arc<crate::link::Link>,
     ) -> Runtimes {
         let mut runtimes = Runtimes::default();
+        if !config.is_fake(RuntimeKind::Docker) {
+            let settings = docker::Settings::from_config(config);
+            match docker::DockerRuntime::connect(&config.docker_socket, data_dir, link, settings)
+                .await
+            {
+                Ok(rt) => runtimes.insert(RuntimeKind::Docker, Arc::new(rt)),
+                Err(why) => tracing::info!("no docker runtime: {why}"),
+            }
+        }
         let fake_kinds = config.fake_kinds();
         if !fake_kinds.is_empty() {
             let fake: Arc<dyn Runtime> =

@@ -165,7 +165,7 @@ fn image_view(ctrl: &Controller, i: ImageRecord) -> Result<ImageView, ApiError> 
 }
 
 /// Streams `size` bytes into `path`, hashing them; returns the digest and the first bytes.
-async fn receive(
+pub(super) async fn receive(
     recv: &mut quinn::RecvStream,
     path: &std::path::Path,
     size: u64,
@@ -208,7 +208,7 @@ async fn receive(
 }
 
 /// Image names: 1–64 characters, lowercase letters, digits, '-', '_' and '.'.
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.as_bytes()[0].is_ascii_alphanumeric()

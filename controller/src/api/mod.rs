@@ -1,6 +1,7 @@
 //! Request handlers for the CLI's calls. [`dispatch`] is the one place that
 //! routes a call and checks the caller's role.
 
+pub mod docker_archives;
 mod envs;
 mod hosts;
 pub mod images;
@@ -81,6 +82,11 @@ pub async fn dispatch(
         }
         Call::ImageList => images::list(ctrl),
         Call::ImageDelete { name } => images::delete(ctrl, &name).await,
+        Call::DockerArchiveImport { name, size } => {
+            docker_archives::import(ctrl, caller, &name, size, recv).await
+        }
+        Call::DockerArchiveList => docker_archives::list(ctrl),
+        Call::DockerArchiveDelete { name } => docker_archives::delete(ctrl, &name).await,
     }
 }
 
@@ -95,6 +101,8 @@ fn authorize(caller: &Caller, call: &Call) -> Result<(), ApiError> {
             | Call::TokenRevoke { .. }
             | Call::ImageImport { .. }
             | Call::ImageDelete { .. }
+            | Call::DockerArchiveImport { .. }
+            | Call::DockerArchiveDelete { .. }
     );
     if admin_only && !caller.is_admin() {
         return Err(ApiError::denied(format!(

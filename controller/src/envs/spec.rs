@@ -1,7 +1,9 @@
 //! The spec an agent receives for an environment: everything it needs to run
 //! it, so the agent never has to call back for the template or settings.
 
-use metrom_protocol::messages::env::{EnvSpec, Power, TemplateSnapshot};
+use metrom_protocol::messages::env::{
+    DockerArchiveRef, EnvSpec, Power, RuntimeKind, TemplateSnapshot,
+};
 
 use crate::state::Controller;
 use crate::store::{Desired, EnvRecord, StoreError};
@@ -25,6 +27,7 @@ pub fn build(ctrl: &Controller, r: &EnvRecord) -> Result<EnvSpec, SpecError> {
                 name: r.template.clone(),
                 version: r.version.clone(),
             })?;
+    let docker_archives = docker_archives(ctrl, r, &version.files)?;
     let ssh_keys = ctrl
         .store
         .users
@@ -57,5 +60,29 @@ pub fn build(ctrl: &Controller, r: &EnvRecord) -> Result<EnvSpec, SpecError> {
         image: r.image.clone(),
         ssh_keys,
         site: ctrl.config.site.clone(),
+        docker_archives,
     })
+}
+
+/// The `docker save` archives that provide images of the environment's
+/// compose file, for the Docker runtime (the agent loads one when it lacks
+/// the image). A compose file that does not parse gets none: the agent
+/// reports the template error itself.
+fn docker_archives(
+    ctrl: &Controller,
+    r: &EnvRecord,
+    files: &[metrom_protocol::messages::env::TemplateFile],
+) -> Result<Vec<DockerArchiveRef>, SpecError> {
+    if r.runtime != RuntimeKind::Docker {
+        return Ok(Vec::new());
+    }
+    let Ok(compose) =
+        metrom_protocol::template::parse(files.to_vec()).and_then(|t| t.compose_for(&r.params))
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(crate::api::docker_archives::providing(
+        ctrl,
+        &compose.images(),
+    )?)
 }

@@ -95,6 +95,16 @@ pub enum Call {
     ImageDelete {
         name: String,
     },
+    /// Upload a `docker save` archive for hosts without a registry: `size`
+    /// raw bytes follow the request on the same stream, as for `ImageImport`.
+    DockerArchiveImport {
+        name: String,
+        size: u64,
+    },
+    DockerArchiveList,
+    DockerArchiveDelete {
+        name: String,
+    },
 }
 
 impl Call {
@@ -114,6 +124,7 @@ impl Call {
                 | Call::EnvShow { .. }
                 | Call::EnvEvents { .. }
                 | Call::ImageList
+                | Call::DockerArchiveList
         )
     }
 }
@@ -158,6 +169,8 @@ pub enum Reply {
     Events(Vec<EventView>),
     Image(ImageView),
     Images(Vec<ImageView>),
+    DockerArchive(DockerArchiveView),
+    DockerArchives(Vec<DockerArchiveView>),
 }
 
 /// A refusal or failure, with what to do about it.
@@ -429,4 +442,16 @@ pub struct ImageView {
     pub imported_by: String,
     /// Environments (not deleted) whose template uses the image.
     pub used_by: u32,
+}
+
+/// A `docker save` archive in the controller's image store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DockerArchiveView {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    /// The image references it holds (`repo:tag`).
+    pub images: Vec<String>,
+    pub imported_at: Timestamp,
+    pub imported_by: String,
 }

@@ -106,6 +106,88 @@ pub struct EnvSpec {
     pub ssh_keys: Vec<String>,
     /// Site settings that shape provisioning (registry mirror, package mirror).
     pub site: SiteSettings,
+    /// `docker save` archives in the controller's image store that provide
+    /// images of the template (Docker runtime): an agent that lacks one of
+    /// these images fetches the archive and loads it instead of pulling.
+    pub docker_archives: Vec<DockerArchiveRef>,
+}
+
+/// A Docker image archive (`docker save`) the controller can stream to agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerArchiveRef {
+    /// `sha256:` + hex of the archive file.
+    pub digest: String,
+    pub size: u64,
+    /// The image references it holds (`repo:tag`, from its `manifest.json`).
+    pub images: Vec<String>,
+}
+
+impl DockerArchiveRef {
+    /// The reference in this archive that provides `image`, if any.
+    ///
+    /// References are compared the way Docker names them (`busybox` is
+    /// `docker.io/library/busybox:latest`). An image that names no registry
+    /// (`team/app:1`) is also provided by the same repository and tag saved
+    /// from any registry (`registry.lan:5000/team/app:1`): an unqualified name
+    /// means "whatever registry the site uses". An image that names a registry
+    /// needs exactly that reference.
+    pub fn provides(&self, image: &str) -> Option<&str> {
+        let want = ImageName::parse(image);
+        self.images
+            .iter()
+            .find(|have| {
+                let have = ImageName::parse(have);
+                let same_repo = have.path == want.path && have.tag == want.tag;
+                same_repo && (have.registry == want.registry || !want.explicit_registry)
+            })
+            .map(String::as_str)
+    }
+}
+
+/// An image reference split the way Docker reads it.
+#[derive(Debug)]
+struct ImageName {
+    registry: String,
+    path: String,
+    /// `:tag` or `@digest`.
+    tag: String,
+    /// Whether the reference named its registry itself.
+    explicit_registry: bool,
+}
+
+impl ImageName {
+    fn parse(image: &str) -> ImageName {
+        let (registry, rest, explicit_registry) = match image.split_once('/') {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+                (first.to_string(), rest.to_string(), true)
+            }
+            _ => ("docker.io".to_string(), image.to_string(), false),
+        };
+        let (path, tag) = if let Some((p, d)) = rest.split_once('@') {
+            (p.to_string(), format!("@{d}"))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((p, t)) if !t.contains('/') => (p.to_string(), format!(":{t}")),
+                _ => (rest.clone(), ":latest".to_string()),
+            }
+        };
+        let registry = if registry == "index.docker.io" {
+            "docker.io".to_string()
+        } else {
+            registry
+        };
+        let path = if registry == "docker.io" && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
+        ImageName {
+            registry,
+            path,
+            tag,
+            explicit_registry,
+        }
+    }
 }
 
 /// Site-wide provisioning settings from the controller's config (`[site]`).
@@ -119,6 +201,43 @@ pub struct SiteSettings {
     pub registry_insecure: bool,
     /// An APT mirror URL for packages inside environments, for air-gapped sites.
     pub apt_mirror: Option<String>,
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::DockerArchiveRef;
+
+    #[test]
+    fn archives_provide_images_by_docker_name() {
+        let a = DockerArchiveRef {
+            digest: "sha256:00".into(),
+            size: 1,
+            images: vec![
+                "busybox:latest".into(),
+                "registry.lan:5000/team/app:1".into(),
+                "docker.io/library/redis:7".into(),
+            ],
+        };
+        assert_eq!(a.provides("busybox"), Some("busybox:latest"));
+        assert_eq!(
+            a.provides("docker.io/library/busybox:latest"),
+            Some("busybox:latest")
+        );
+        assert_eq!(a.provides("redis:7"), Some("docker.io/library/redis:7"));
+        // Unqualified: any registry's copy of team/app:1 will do.
+        assert_eq!(
+            a.provides("team/app:1"),
+            Some("registry.lan:5000/team/app:1")
+        );
+        assert_eq!(
+            a.provides("registry.lan:5000/team/app:1"),
+            Some("registry.lan:5000/team/app:1")
+        );
+        // A named registry needs exactly that one.
+        assert_eq!(a.provides("other.lan/team/app:1"), None);
+        assert_eq!(a.provides("team/app:2"), None);
+        assert_eq!(a.provides("busybox:1"), None);
+    }
 }
 
 /// The state of an environment. The controller alone uses Pending, Scheduled

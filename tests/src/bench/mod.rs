@@ -2,4 +2,5 @@
 
 pub mod agents;
 pub mod creates;
+pub mod docker;
 pub mod schedule;

@@ -56,6 +56,14 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         count: usize,
     },
+    /// Bring-up time of a two-service template on the real Docker runtime
+    /// (env create → Running, services healthy) against `docker-compose up -d`
+    /// on the same compose file and images. Needs tests/setup.sh's registry.
+    DockerUp {
+        /// Repetitions of each, alternating.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -87,6 +95,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(bench::creates::run(clients, count))
+        }
+        Command::DockerUp { reps } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(bench::docker::run(reps.max(1)))
         }
     }
 }

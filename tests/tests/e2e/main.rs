@@ -2,6 +2,7 @@
 //! One test binary for the crate; a module per capability.
 
 mod crash;
+mod docker;
 mod environments;
 mod foundation;
 mod hostile;

@@ -33,7 +33,6 @@ use virt::storage_pool::StoragePool;
 
 pub use accel::Accel;
 use accel::Acceleration;
-pub use forward::parse_range as parse_port_range;
 use forward::{Exposed, Forwarder};
 use guest::{Guest, Provisioning};
 use libvirt::{Libvirt, LibvirtError};
