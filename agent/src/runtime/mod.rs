@@ -115,7 +115,7 @@ impl Runtimes {
         let mut runtimes = Runtimes::default();
         if !config.is_fake(RuntimeKind::Docker) {
             let settings = docker::Settings::from_config(config);
-            match docker::DockerRuntime::connect(&config.docker_socket, data_dir, link, settings)
+            match docker::DockerRuntime::connect(&config.docker_socket, data_dir, link.clone(), settings)
                 .await
             {
                 Ok(rt) => runtimes.insert(RuntimeKind::Docker, Arc::new(rt)),
@@ -133,7 +133,7 @@ impl Runtimes {
                 runtimes.insert(k, fake.clone());
             }
         }
-        if !fake_kinds.contains(&RuntimeKind::Kvm) {
+        if !config.is_fake(RuntimeKind::Kvm) {
             match config.kvm_settings(data_dir) {
                 Ok(settings) => match kvm::KvmRuntime::open(settings, link.clone()).await {
                     Ok(rt) => runtimes.insert(RuntimeKind::Kvm, Arc::new(rt)),
