@@ -68,7 +68,7 @@ if [ ! -f "$CACHE/debian-12.qcow2" ] || [ "$(cat "$CACHE/debian-12.version" 2>/d
     echo "$images_version" >"$CACHE/debian-12.version"
 fi
 
-say "ready: libvirt $(virsh -c qemu:///system version --daemon 2>/dev/null | sed -n 's/.*daemon: libvirt //p'), $(docker version --format 'Docker {{.Server.Version}}')"
+say "ready: libvirt $(virsh -c qemu:///system version --daemon 2>/dev/null | sed -n 's/^Running against daemon: //p'), $(docker version --format 'Docker {{.Server.Version}}')"
 
 # --- Docker test images and registry -----------------------------------------
 # metrom-test/busybox:1: a busybox root (httpd, wget, sh, nc, …) imported into

@@ -125,7 +125,10 @@ impl Default for AgentConfig {
             acceleration: "auto".into(),
             kvm_stop_timeout: Duration::from_secs(60),
             kvm_data_disk: "10GiB".into(),
-            kvm_port_range: PortRange { first: 30000, last: 32767 },
+            kvm_port_range: PortRange {
+                first: 30000,
+                last: 32767,
+            },
             image_cache_max: "50GiB".into(),
             registry: None,
             registry_insecure: false,

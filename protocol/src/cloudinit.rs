@@ -120,14 +120,14 @@ pub fn seed(
             "0644",
         ));
     }
-    let script = provision_script(spec, template, &repos, &home, guest.registry.is_some());
+    let script = provision_script(spec, template, &repos, &home, guest);
     files.push(write_file(
         "/opt/metrom/provision.sh",
         script.as_bytes(),
         "0755",
     ));
 
-    let mut doc = json!({
+    let doc = json!({
         "hostname": spec.name,
         "manage_etc_hosts": true,
         "users": [{
@@ -144,17 +144,6 @@ pub fn seed(
         "write_files": files,
         "runcmd": [["/bin/sh", "/opt/metrom/provision.sh"]],
     });
-    if let Some(dev) = &guest.data_disk {
-        doc["fs_setup"] = json!([{ "label": DATA_LABEL, "filesystem": "ext4", "device": dev, "overwrite": false }]);
-        doc["mounts"] = json!([[
-            format!("LABEL={DATA_LABEL}"),
-            DATA_MOUNT,
-            "ext4",
-            "defaults,nofail",
-            "0",
-            "2"
-        ]]);
-    }
     let user_data = format!(
         "#cloud-config\n{}\n",
         serde_json::to_string_pretty(&doc).expect("JSON")
@@ -175,8 +164,9 @@ fn provision_script(
     template: &Template,
     repos: &[crate::template::RepoSpec],
     home: &str,
-    has_registry: bool,
+    guest: &GuestSettings,
 ) -> String {
+    let has_registry = guest.registry.is_some();
     let owner = sh(&spec.owner);
     let project = sh(&format!("metrom-{}", spec.name));
     let packages: Vec<String> = template.manifest.packages.iter().map(|p| sh(p)).collect();
@@ -197,10 +187,22 @@ fail() {{ echo "$*" >{failed}; echo "metrom: FAILED: $*" >&2; exit 1; }}
         failed = FAILED_MARKER,
         phase = PHASE_FILE,
     ));
-    s.push_str(&format!(
-        "if [ -d {DATA_MOUNT} ]; then chown {owner}: {DATA_MOUNT}; ln -sfn {DATA_MOUNT} {home}/data; fi\n",
-        home = sh(home)
-    ));
+    if let Some(dev) = &guest.data_disk {
+        // The data disk keeps its filesystem across rebuilds: format it only
+        // when it has none (cloud-init's fs_setup reformats a whole-disk device).
+        let dev = sh(dev);
+        s.push_str(&format!(
+            "phase preparing the data disk\n\
+             if ! blkid {dev} >/dev/null 2>&1; then mkfs.ext4 -q -L {DATA_LABEL} {dev} || fail \"formatting the data disk failed\"; fi\n\
+             grep -q 'LABEL={DATA_LABEL}' /etc/fstab || echo 'LABEL={DATA_LABEL} {DATA_MOUNT} ext4 defaults,nofail 0 2' >>/etc/fstab\n\
+             mkdir -p {DATA_MOUNT}\n\
+             mountpoint -q {DATA_MOUNT} || mount {DATA_MOUNT} || fail \"mounting the data disk failed\"\n\
+             echo \"metrom: data disk $(findmnt -n -o SOURCE,FSTYPE {DATA_MOUNT})\"\n\
+             chown {owner}: {DATA_MOUNT}\n\
+             ln -sfn {DATA_MOUNT} {home}/data\n",
+            home = sh(home)
+        ));
+    }
     s.push_str("if getent group docker >/dev/null; then usermod -aG docker ");
     s.push_str(&owner);
     s.push_str("; fi\n");
@@ -396,8 +398,10 @@ default = "it's secret"
             doc["users"][0]["ssh_authorized_keys"][0],
             "ssh-ed25519 AAAA alice@laptop"
         );
-        assert_eq!(doc["fs_setup"][0]["device"], "/dev/vdb");
-        assert_eq!(doc["mounts"][0][1], "/data");
+        assert!(
+            doc.get("fs_setup").is_none(),
+            "the script formats the data disk, only when blank"
+        );
         let files = doc["write_files"].as_array().unwrap();
         let find = |p: &str| files.iter().find(|f| f["path"] == p).map(decode).unwrap();
         assert!(find("/opt/metrom/compose/compose.yaml").contains("${PASSWORD}"));
@@ -417,6 +421,7 @@ default = "it's secret"
             "{script}"
         );
         assert!(script.contains("dpkg -s 'git' 'make'"), "{script}");
+        assert!(script.contains("if ! blkid '/dev/vdb'"), "{script}");
         assert!(
             script.contains("docker compose -p 'metrom-api-dev' up -d"),
             "{script}"

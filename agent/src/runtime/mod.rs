@@ -115,8 +115,13 @@ impl Runtimes {
         let mut runtimes = Runtimes::default();
         if !config.is_fake(RuntimeKind::Docker) {
             let settings = docker::Settings::from_config(config);
-            match docker::DockerRuntime::connect(&config.docker_socket, data_dir, link.clone(), settings)
-                .await
+            match docker::DockerRuntime::connect(
+                &config.docker_socket,
+                data_dir,
+                link.clone(),
+                settings,
+            )
+            .await
             {
                 Ok(rt) => runtimes.insert(RuntimeKind::Docker, Arc::new(rt)),
                 Err(why) => tracing::info!("no docker runtime: {why}"),

@@ -23,7 +23,20 @@ pub struct UpArgs {
     /// UDP port of the controller (on 127.0.0.1).
     #[arg(long, default_value_t = metrom_protocol::DEFAULT_QUIC_PORT)]
     pub port: u16,
+    /// agent.toml for the local agent (copied into its data folder on first start).
+    #[arg(long, value_name = "FILE")]
+    pub agent_config: Option<PathBuf>,
+    /// VM image for the sample environment [default: $METROM_SAMPLE_IMAGE, or the
+    /// tiny test image /var/cache/metrom-tests/tiny.qcow2 when present].
+    #[arg(long, value_name = "FILE")]
+    pub sample_image: Option<PathBuf>,
+    /// Do not create the sample environment.
+    #[arg(long)]
+    pub no_sample: bool,
 }
+
+/// The name of the sample environment `metrom up` creates.
+pub const SAMPLE_ENV: &str = "sample";
 
 #[derive(Args, Debug)]
 pub struct DownArgs {
@@ -82,6 +95,11 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
 
     // 3. The local agent: join once, then run.
     let agent_identity = agent_dir.join("identity.toml");
+    if let Some(cfg) = &args.agent_config {
+        metrom_protocol::identity::create_private_dir(&agent_dir)?;
+        std::fs::copy(cfg, agent_dir.join("agent.toml"))
+            .with_context(|| format!("copying {}", cfg.display()))?;
+    }
     if !agent_identity.exists() {
         let reply = client
             .call(Call::TokenCreate {
@@ -145,9 +163,28 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    // 5. A sample environment, when this host can run one.
+    let sample = if args.no_sample {
+        None
+    } else {
+        let host = hosts
+            .iter()
+            .find(|h| h.id.as_str() == host_id)
+            .expect("ready host");
+        match sample_environment(&client, host, args.sample_image.clone(), fmt).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "no sample environment: {}",
+                    crate::daemon::format_anyhow(&e)
+                );
+                None
+            }
+        }
+    };
     client.close().await;
 
-    // 5. Make the CLI find the identity without flags, unless another one is there.
+    // 6. Make the CLI find the identity without flags, unless another one is there.
     let default = default_identity_path();
     let mut export_hint = true;
     if let Some(p) = &default {
@@ -165,6 +202,7 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
             "identity": identity_path,
             "host": host_id,
             "hosts": hosts,
+            "sample": sample,
         })),
         Format::Table => {
             println!("Metrom is up on this machine.");
@@ -179,6 +217,25 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
                 dir.join("agent.log").display()
             );
             println!("  identity    {}", identity_path.display());
+            if let Some(env) = &sample {
+                let addr = env
+                    .detail
+                    .addresses
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "-".into());
+                let ports: Vec<String> = env
+                    .detail
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}→127.0.0.1:{}", p.guest_port, p.host_port))
+                    .collect();
+                println!(
+                    "  sample      environment {SAMPLE_ENV} {} at {addr} {}",
+                    env.state,
+                    ports.join(" ")
+                );
+            }
             println!();
             if export_hint {
                 println!(
@@ -210,6 +267,127 @@ pub(super) fn down(args: DownArgs) -> anyhow::Result<()> {
         eprintln!("nothing was running from {}", dir.display());
     }
     Ok(())
+}
+
+/// The starter template the sample environment uses, built into the binary.
+const MINIMAL_TEMPLATE: [(&str, &[u8]); 2] = [
+    (
+        "compose.yaml",
+        include_bytes!("../../../templates/minimal/compose.yaml"),
+    ),
+    (
+        "metrom.toml",
+        include_bytes!("../../../templates/minimal/metrom.toml"),
+    ),
+];
+
+/// Creates (once) and waits for the sample environment on a kvm host with an
+/// image to boot. Returns None, with a hint, when it cannot.
+async fn sample_environment(
+    client: &Client,
+    host: &metrom_protocol::messages::api::HostView,
+    image: Option<PathBuf>,
+    fmt: Format,
+) -> anyhow::Result<Option<metrom_protocol::messages::api::EnvView>> {
+    use metrom_protocol::messages::api::{EnvCreate, ErrorKind};
+    use metrom_protocol::messages::env::{RuntimeKind, TemplateFile};
+    if !host.facts.runtimes.contains(&RuntimeKind::Kvm) {
+        eprintln!(
+            "no sample environment: this host offers no kvm runtime ({}); start libvirtd and run `metrom up` again",
+            host.facts.capabilities.libvirt.detail
+        );
+        return Ok(None);
+    }
+    match client
+        .call(Call::EnvShow {
+            name: SAMPLE_ENV.into(),
+        })
+        .await
+    {
+        Ok(Reply::Env(env)) => return Ok(Some(env)),
+        Err(super::client::ClientError::Api(e)) if e.kind == ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+        Ok(_) => bail!("unexpected answer to env show"),
+    }
+    let image = image
+        .or_else(|| std::env::var_os("METROM_SAMPLE_IMAGE").map(PathBuf::from))
+        .or_else(|| {
+            Some(PathBuf::from("/var/cache/metrom-tests/tiny.qcow2")).filter(|p| p.exists())
+        });
+    let Some(image) = image.filter(|p| p.exists()) else {
+        eprintln!(
+            "no sample environment: no VM image to boot; pass --sample-image FILE (qcow2 or raw), \
+             or run tests/setup.sh, which builds a tiny one"
+        );
+        return Ok(None);
+    };
+    let Reply::Images(images) = client.call(Call::ImageList).await? else {
+        bail!("unexpected answer to image list")
+    };
+    if !images.iter().any(|i| i.name == "tiny") {
+        eprintln!("importing {} as image tiny", image.display());
+        let size = std::fs::metadata(&image)?.len();
+        let mut head = [0u8; 4];
+        std::io::Read::read_exact(&mut std::fs::File::open(&image)?, &mut head)?;
+        let format = if &head == b"QFI\xfb" { "qcow2" } else { "raw" }.to_string();
+        client
+            .upload(
+                Call::ImageImport {
+                    name: "tiny".into(),
+                    size,
+                    format,
+                },
+                &image,
+                size,
+                |_| {},
+            )
+            .await?;
+    }
+    let files = MINIMAL_TEMPLATE
+        .iter()
+        .map(|(p, c)| TemplateFile {
+            path: p.to_string(),
+            contents: c.to_vec(),
+        })
+        .collect();
+    client.call(Call::TemplatePush { files }).await?;
+    eprintln!("creating the sample environment (a tiny VM)");
+    let create = EnvCreate {
+        name: SAMPLE_ENV.into(),
+        template: "minimal".into(),
+        version: None,
+        params: Default::default(),
+        host: Some(host.id.clone()),
+        labels: Default::default(),
+    };
+    client.call(Call::EnvCreate(create)).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let Reply::Env(env) = client
+            .call(Call::EnvShow {
+                name: SAMPLE_ENV.into(),
+            })
+            .await?
+        else {
+            bail!("unexpected answer to env show")
+        };
+        match env.state.as_str() {
+            "Running" => return Ok(Some(env)),
+            "Failed" => bail!(
+                "the sample environment failed: {}",
+                env.reason.unwrap_or_default()
+            ),
+            _ if Instant::now() > deadline => bail!(
+                "the sample environment is still {} after 10 minutes",
+                env.state
+            ),
+            _ => {}
+        }
+        if fmt == Format::Table {
+            eprint!(".");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A binary next to this one, else from PATH.

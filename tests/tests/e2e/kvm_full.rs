@@ -240,7 +240,13 @@ fn a_debian_environment_provisions_serves_and_keeps_its_data_across_rebuild() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(c.env("deb")["build"], 2);
     let (code, out) = guest_sh(domain, "cat /data/marker");
-    assert_eq!((code, out.trim()), (0, "keep"), "data survives the rebuild");
+    if (code, out.trim()) != (0, "keep") {
+        let (_, why) = guest_sh(
+            domain,
+            "findmnt /data; ls -la /data; blkid /dev/vdb; grep -i -A3 'disk_setup\\|fs_setup\\|mkfs' /var/log/cloud-init.log | tail -40",
+        );
+        panic!("data did not survive the rebuild ({code}, {out:?}):\n{why}");
+    }
     let (code, _) = guest_sh(domain, "test -e /root/scratch");
     assert_ne!(code, 0, "the root disk is fresh");
     wait_for(

@@ -476,39 +476,23 @@ impl Runtime for KvmRuntime {
     }
 
     async fn stop(&self, spec: &EnvSpec) -> Result<(), RuntimeError> {
-        let name = Self::domain_name(spec);
         self.forwards.stop(&spec.env_id);
-        let n = name.clone();
-        // ACPI power button first.
-        let _ = self
-            .lv
-            .call(move |c| Domain::lookup_by_name(c, &n)?.shutdown().map(|_| ()))
-            .await;
-        let deadline = Instant::now() + self.settings.stop_timeout;
-        while Instant::now() < deadline {
-            let n = name.clone();
-            match self
-                .lv
-                .call(move |c| libvirt::domain_state(c, &n))
-                .await
-                .map_err(unavailable)?
-            {
-                Some(s) if s.running() => tokio::time::sleep(Duration::from_millis(500)).await,
-                _ => return Ok(()),
-            }
-        }
-        warn!(domain = %name, "no ACPI shutdown within {:?}: powering off", self.settings.stop_timeout);
-        let n = name.clone();
-        self.lv
-            .call(move |c| match Domain::lookup_by_name(c, &n) {
-                Ok(d) if d.is_active()? => d.destroy(),
-                _ => Ok(()),
-            })
-            .await
-            .map_err(unavailable)
+        self.shut_down(&Self::domain_name(spec)).await
     }
 
     async fn destroy(&self, env: &EnvId, keep_data: bool) -> Result<(), RuntimeError> {
+        if keep_data {
+            // The data disk outlives this VM: let the guest flush it first.
+            let id = env.to_string();
+            let names = self
+                .lv
+                .call(libvirt::metrom_domains)
+                .await
+                .map_err(unavailable)?;
+            for (name, _) in names.into_iter().filter(|(_, m)| m.env_id == id) {
+                self.shut_down(&name).await?;
+            }
+        }
         let envs = env.to_string();
         let pool = self.settings.pool.clone();
         let (root, data) = (Self::root_volume(env), Self::data_volume(env));
@@ -548,6 +532,41 @@ impl Runtime for KvmRuntime {
             .into_iter()
             .filter_map(|(_, m)| EnvId::parse(&m.env_id).ok())
             .collect())
+    }
+}
+
+impl KvmRuntime {
+    /// ACPI shutdown, then power off after the stop timeout.
+    async fn shut_down(&self, name: &str) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        let n = name.clone();
+        // ACPI power button first.
+        let _ = self
+            .lv
+            .call(move |c| Domain::lookup_by_name(c, &n)?.shutdown().map(|_| ()))
+            .await;
+        let deadline = Instant::now() + self.settings.stop_timeout;
+        while Instant::now() < deadline {
+            let n = name.clone();
+            match self
+                .lv
+                .call(move |c| libvirt::domain_state(c, &n))
+                .await
+                .map_err(unavailable)?
+            {
+                Some(s) if s.running() => tokio::time::sleep(Duration::from_millis(500)).await,
+                _ => return Ok(()),
+            }
+        }
+        warn!(domain = %name, "no ACPI shutdown within {:?}: powering off", self.settings.stop_timeout);
+        let n = name.clone();
+        self.lv
+            .call(move |c| match Domain::lookup_by_name(c, &n) {
+                Ok(d) if d.is_active()? => d.destroy(),
+                _ => Ok(()),
+            })
+            .await
+            .map_err(unavailable)
     }
 }
 
