@@ -30,6 +30,10 @@ pub struct AgentConfig {
     /// An environment that is not Running this long after it was (re)started is reported Failed.
     #[serde(with = "serde_str")]
     pub provision_timeout: Duration,
+    /// How often CPU and network activity per environment is measured and
+    /// sent to the controller (for the idle policy).
+    #[serde(with = "serde_str")]
+    pub activity_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -42,6 +46,7 @@ impl Default for AgentConfig {
             fake_runtimes: Vec::new(),
             fake_delay: Duration::from_millis(200),
             provision_timeout: Duration::from_secs(15 * 60),
+            activity_interval: Duration::from_secs(60),
         }
     }
 }
@@ -79,6 +84,12 @@ impl AgentConfig {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        if cfg.activity_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Parse {
+                path,
+                message: "key 'activity_interval': must be at least 100ms".into(),
+            });
+        }
         for k in &cfg.fake_runtimes {
             if RuntimeKind::parse(k).is_none() {
                 return Err(ConfigError::Parse {

@@ -55,6 +55,9 @@ pub struct Store {
     pub events: Table<EventRecord>,
     pub images: Table<ImageRecord>,
     pub docker_archives: Table<DockerArchiveRecord>,
+    pub audit: Table<AuditRecord>,
+    pub quotas: Table<QuotaRecord>,
+    pub intervals: Table<IntervalRecord>,
 }
 
 impl Store {
@@ -85,6 +88,9 @@ impl Store {
             events: Table::new("events", db.open_tree("events")?),
             images: Table::new("images", db.open_tree("images")?),
             docker_archives: Table::new("docker_archives", db.open_tree("docker_archives")?),
+            audit: Table::new("audit", db.open_tree("audit")?),
+            quotas: Table::new("quotas", db.open_tree("quotas")?),
+            intervals: Table::new("intervals", db.open_tree("intervals")?),
             db,
         })
     }

@@ -5,3 +5,6 @@ mod crash;
 mod environments;
 mod foundation;
 mod hostile;
+mod policies;
+mod quotas;
+mod users;
