@@ -96,8 +96,17 @@ impl Store {
     }
 
     /// Makes every write so far durable (fsync).
+    ///
+    /// Runs sled's blocking flush on tokio's blocking pool, not
+    /// `flush_async`: that one waits on sled's own small I/O thread pool,
+    /// and when every thread there is a flush waiting for a buffer write
+    /// queued on the same pool, nothing moves again (seen under 16
+    /// concurrent clients: all `sled-io-*` threads parked in `make_stable`).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| sled::Error::ReportableBug(format!("store flush task: {e}")))??;
         Ok(())
     }
 
