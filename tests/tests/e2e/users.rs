@@ -104,6 +104,9 @@ fn each_command_follows_its_role_rule_and_refusals_are_audited() {
     let box_dir = small_template(c.dir.path(), "box", "");
     let devbox = small_template(c.dir.path(), "devbox", "");
     let (box_dir, devbox) = (box_dir.to_str().unwrap(), devbox.to_str().unwrap());
+    let image = c.dir.path().join("evil.raw");
+    std::fs::write(&image, vec![0u8; 4096]).unwrap();
+    let image = image.to_str().unwrap();
     let theirs = Some("environment admins-env belongs to admin");
     let admin = Some("needs the admin role");
 
@@ -125,6 +128,10 @@ fn each_command_follows_its_role_rule_and_refusals_are_audited() {
             (&["audit"], None),
             (&["report", "usage"], None),
             (&["quota", "list"], None),
+            (&["env", "list", "--all"], None),
+            (&["template", "show", "box"], None),
+            (&["template", "versions", "box"], None),
+            (&["host", "show", &h], None),
             (&["env", "show", "admins-env"], theirs),
             (&["env", "events", "admins-env"], theirs),
             (&["env", "stop", "admins-env"], theirs),
@@ -137,9 +144,12 @@ fn each_command_follows_its_role_rule_and_refusals_are_audited() {
                 Some("template box belongs to admin"),
             ),
             (&["host", "cordon", &h], admin),
+            (&["host", "uncordon", &h], admin),
             (&["host", "revoke", &h], admin),
             (&["token", "create"], admin),
             (&["token", "list"], admin),
+            (&["token", "revoke", "t-nothing"], admin),
+            (&["image", "import", image, "--name", "evil"], admin),
             (&["image", "delete", "tiny"], admin),
             (&["user", "list"], admin),
             (&["user", "add", "mallory", "--role", "admin"], admin),
@@ -169,6 +179,7 @@ fn each_command_follows_its_role_rule_and_refusals_are_audited() {
             (&["env", "show", "dev-env"], None),
             (&["env", "events", "dev-env"], None),
             (&["template", "list"], None),
+            (&["template", "versions", "box"], None),
             (&["host", "show", &h], None),
             (&["status"], None),
             (&["audit", "--user", "dev"], None),
@@ -187,6 +198,7 @@ fn each_command_follows_its_role_rule_and_refusals_are_audited() {
             (&["user", "remove", "dev"], admin),
             (&["quota", "set", "--group", "team", "--vcpus", "1"], admin),
             (&["image", "delete", "tiny"], admin),
+            (&["image", "import", image, "--name", "evil"], admin),
         ],
     );
     let all: Vec<Value> = c.json_as(&view, &["env", "list"]);
@@ -210,13 +222,15 @@ fn each_command_follows_its_role_rule_and_refusals_are_audited() {
             .collect()
     };
     // dev: 6 changes to admin's environment and template, then cordon,
-    // revoke, token create, image delete, user add, set-role, remove, quota
-    // set (refused reads are not audited).
-    assert_eq!(refused("dev").len(), 14, "{:?}", refused("dev"));
+    // uncordon, revoke, token create and revoke, image import and delete,
+    // user add, set-role, remove, quota set (refused reads are not audited).
+    assert_eq!(refused("dev").len(), 17, "{:?}", refused("dev"));
     assert!(refused("dev").iter().any(|e| e["action"] == "env delete"
         && e["target"] == "admins-env"
         && e["message"].as_str().unwrap().contains("belongs to admin")));
-    assert_eq!(refused("view").len(), 12, "{:?}", refused("view"));
+    assert_eq!(refused("view").len(), 13, "{:?}", refused("view"));
+    let images: Vec<Value> = c.json(&["image", "list"]);
+    assert_eq!(images.len(), 1, "{images:?}");
     assert!(
         audit
             .iter()
