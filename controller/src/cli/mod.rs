@@ -59,7 +59,7 @@ pub enum Command {
     /// Environment templates: push, list, show, versions, pull.
     #[command(subcommand)]
     Template(templates::TemplateCommand),
-    /// Development environments: create, list, show, start, stop, rebuild, delete, events.
+    /// Development environments: create, list, show, start, stop, rebuild, delete, extend, events.
     #[command(subcommand)]
     Env(envs::EnvCommand),
     /// VM base images: import, list, delete.

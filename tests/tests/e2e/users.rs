@@ -107,6 +107,9 @@ fn each_command_follows_its_role_rule_and_refusals_are_audited() {
     let image = c.dir.path().join("evil.raw");
     std::fs::write(&image, vec![0u8; 4096]).unwrap();
     let image = image.to_str().unwrap();
+    let pulled = |who: &str| c.dir.path().join(format!("pulled-{who}"));
+    let (dev_pull, view_pull) = (pulled("dev"), pulled("view"));
+    let (dev_pull, view_pull) = (dev_pull.to_str().unwrap(), view_pull.to_str().unwrap());
     let theirs = Some("environment admins-env belongs to admin");
     let admin = Some("needs the admin role");
 
@@ -131,6 +134,7 @@ fn each_command_follows_its_role_rule_and_refusals_are_audited() {
             (&["env", "list", "--all"], None),
             (&["template", "show", "box"], None),
             (&["template", "versions", "box"], None),
+            (&["template", "pull", "box", dev_pull], None),
             (&["host", "show", &h], None),
             (&["env", "show", "admins-env"], theirs),
             (&["env", "events", "admins-env"], theirs),
@@ -180,6 +184,7 @@ fn each_command_follows_its_role_rule_and_refusals_are_audited() {
             (&["env", "events", "dev-env"], None),
             (&["template", "list"], None),
             (&["template", "versions", "box"], None),
+            (&["template", "pull", "box", view_pull], None),
             (&["host", "show", &h], None),
             (&["status"], None),
             (&["audit", "--user", "dev"], None),
