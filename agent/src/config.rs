@@ -61,6 +61,10 @@ pub struct AgentConfig {
     /// How long containers get to stop after SIGTERM before they are killed.
     #[serde(with = "serde_str")]
     pub docker_stop_timeout: Duration,
+    /// How often CPU and network activity per environment is measured and
+    /// sent to the controller (for the idle policy).
+    #[serde(with = "serde_str")]
+    pub activity_interval: Duration,
 }
 
 /// An inclusive range of ports, written `FIRST-LAST` (`"20000-29999"`).
@@ -137,6 +141,7 @@ impl Default for AgentConfig {
                 last: 29999,
             },
             docker_stop_timeout: Duration::from_secs(10),
+            activity_interval: Duration::from_secs(60),
         }
     }
 }
@@ -176,6 +181,12 @@ impl AgentConfig {
         })?;
         if let Err(message) = cfg.kvm_settings(Path::new("/")) {
             return Err(ConfigError::Parse { path, message });
+        }
+        if cfg.activity_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Parse {
+                path,
+                message: "key 'activity_interval': must be at least 100ms".into(),
+            });
         }
         for k in &cfg.fake_runtimes {
             if RuntimeKind::parse(k).is_none() {

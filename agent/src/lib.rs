@@ -1,5 +1,6 @@
 //! The Metrom agent: makes a Linux box a hypervisor host of a Metrom controller.
 
+pub mod activity;
 pub mod backoff;
 pub mod config;
 pub mod enroll;

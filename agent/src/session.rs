@@ -246,6 +246,9 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
     let mut pending_key = renew_if_due(agent, &welcome, &tx).await;
 
     let mut sampler = LoadSampler::new(&agent.data_dir);
+    let mut activity = crate::activity::Sampler::default();
+    let mut activity_tick = tokio::time::interval(agent.config.activity_interval);
+    activity_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat = tokio::time::interval(Duration::from_millis(
         welcome.heartbeat_interval_ms.max(100),
     ));
@@ -258,6 +261,13 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint) -> Result<(), S
                 }
                 if pending_key.is_none() {
                     pending_key = renew_if_due(agent, &welcome, &tx).await;
+                }
+            }
+            _ = activity_tick.tick() => {
+                let readings = agent.work.activity_readings().await;
+                let report = activity.round(readings, Instant::now());
+                if !report.is_empty() && tx.send(AgentMessage::Activity(report)).await.is_err() {
+                    break Err(lost(&"control stream writer stopped"));
                 }
             }
             msg = codec::read_message::<ControllerMessage, _>(&mut recv, max) => match msg {

@@ -117,6 +117,27 @@ impl Work {
         &self.runtimes
     }
 
+    /// Activity counters of every Running environment whose runtime measures them.
+    pub async fn activity_readings(&self) -> Vec<(EnvId, crate::runtime::Counters)> {
+        let mut out = Vec::new();
+        for e in self.ledger.all() {
+            if e.delete.is_some() || e.report.state != EnvState::Running {
+                continue;
+            }
+            let Some(rt) = self.runtimes.get(e.spec.runtime) else {
+                continue;
+            };
+            match rt.counters(&e.spec).await {
+                Ok(Some(c)) => out.push((e.spec.env_id.clone(), c)),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::debug!(env_id = %e.spec.env_id, "no activity counters: {err}")
+                }
+            }
+        }
+        out
+    }
+
     /// Every environment's latest report, for Hello.
     pub fn reports(&self) -> Vec<EnvReport> {
         self.ledger.all().into_iter().map(|e| e.report).collect()

@@ -9,6 +9,7 @@ use std::time::Duration;
 use metrom_protocol::duration::serde_str;
 use metrom_protocol::messages::env::SiteSettings;
 
+use crate::policy::{Pricing, SitePolicies};
 use crate::scheduler::SchedulerConfig;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,13 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// Site-wide provisioning settings handed to agents (internal registry, package mirror).
     pub site: SiteSettings,
+    /// How often the policy engine looks at every environment.
+    #[serde(with = "serde_str")]
+    pub policy_interval: Duration,
+    /// Site default policies, caps, and what counts as activity.
+    pub policies: SitePolicies,
+    /// Prices per hour for the usage report.
+    pub pricing: Pricing,
 }
 
 impl Default for Config {
@@ -56,6 +64,9 @@ impl Default for Config {
             transfer_rate_mib: 0,
             scheduler: SchedulerConfig::default(),
             site: SiteSettings::default(),
+            policy_interval: Duration::from_secs(15),
+            policies: SitePolicies::default(),
+            pricing: Pricing::default(),
         }
     }
 }
@@ -74,7 +85,7 @@ pub enum ConfigError {
     #[error("config file {path}: key '{key}': {message}")]
     Invalid {
         path: PathBuf,
-        key: &'static str,
+        key: String,
         message: String,
     },
 }
@@ -105,9 +116,9 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| ConfigError::Invalid {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
             path: path.to_path_buf(),
-            key,
+            key: key.to_string(),
             message: message.to_string(),
         };
         if self.heartbeat_interval.is_zero() {
@@ -128,6 +139,15 @@ impl Config {
         self.scheduler
             .validate()
             .map_err(|m| invalid("scheduler", &m))?;
+        if self.policy_interval < Duration::from_millis(100) {
+            return Err(invalid("policy_interval", "must be at least 100ms"));
+        }
+        self.policies
+            .validate()
+            .map_err(|(key, m)| invalid(&key, &m))?;
+        self.pricing
+            .validate()
+            .map_err(|(key, m)| invalid(&key, &m))?;
         Ok(())
     }
 
@@ -151,6 +171,46 @@ mod tests {
         .to_string();
         assert!(err.contains("/etc/m.toml"), "{err}");
         assert!(err.contains("heartbeat"), "{err}");
+    }
+
+    #[test]
+    fn policies_and_pricing_are_read_and_checked() {
+        let cfg = Config::parse(
+            "policy_interval = \"5s\"\n[policies]\nttl = \"14d\"\nmax_ttl = \"30d\"\nidle = \"1h\"\n\
+             [policies.schedule]\ntimezone = \"Asia/Seoul\"\ndays = [\"mon\"]\nhours = [\"09:00-18:00\"]\n\
+             [pricing]\ncurrency = \"EUR\"\nvcpu_hour = 0.02\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.policy_interval, Duration::from_secs(5));
+        assert_eq!(cfg.policies.ttl, Some(Duration::from_secs(14 * 86_400)));
+        assert_eq!(cfg.pricing.currency, "EUR");
+        // A site warning alone applies to the ttls templates and environments set.
+        Config::parse("[policies]\nttl_warning = \"1d\"\n", Path::new("c.toml")).unwrap();
+        for (text, want) in [
+            (
+                "[policies]\nttl = \"60d\"\nmax_ttl = \"30d\"\n",
+                "key 'policies.ttl': 60d exceeds max_ttl (30d)",
+            ),
+            (
+                "[policies]\nmax_ttel = \"30d\"\n",
+                "unknown field `max_ttel`",
+            ),
+            (
+                "[policies.schedule]\ntimezone = \"Mars/Base\"\ndays = [\"mon\"]\nhours = [\"09:00-18:00\"]\n",
+                "unknown time zone 'Mars/Base'",
+            ),
+            ("[pricing]\nvcpu_hour = -1.0\n", "key 'pricing.vcpu_hour'"),
+            ("policy_interval = \"10ms\"\n", "key 'policy_interval'"),
+        ] {
+            let err = Config::parse(text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(want) && err.contains("c.toml"),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

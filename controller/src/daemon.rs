@@ -190,7 +190,17 @@ pub fn init_cluster(args: &InitArgs) -> anyhow::Result<PathBuf> {
          listen = \"{listen}\"\n\
          # advertise = \"{}\"\n\
          # heartbeat_interval = \"5s\"\n\
-         # heartbeat_ttl = \"20s\"\n",
+         # heartbeat_ttl = \"20s\"\n\
+         # policy_interval = \"15s\"\n\
+         # Site policies and caps, and prices for `metrom report usage` (docs/policies.md):\n\
+         # [policies]\n\
+         # ttl = \"30d\"\n\
+         # max_ttl = \"90d\"\n\
+         # max_extension = \"30d\"\n\
+         # idle = \"2h\"\n\
+         # [pricing]\n\
+         # currency = \"EUR\"\n\
+         # vcpu_hour = 0.02\n",
         args.advertise
     );
     std::fs::write(&config_path, text)

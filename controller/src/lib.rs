@@ -2,16 +2,20 @@
 //! environments, and the server behind the `metrom` CLI.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod envs;
 pub mod hosts;
 pub mod pki;
+pub mod policy;
+pub mod quota;
 pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod usage;
 
 pub use metrom_protocol::error_chain;
 

@@ -46,6 +46,8 @@ pub struct Controller {
     pub advertise: String,
     /// Environment bookkeeping kept in memory.
     pub envs: Envs,
+    /// Activity agents reported, for the idle policy (memory only).
+    pub activity: crate::policy::activity::Tracker,
 }
 
 impl Controller {
@@ -85,6 +87,7 @@ impl Controller {
             started_at: now,
             advertise,
             envs,
+            activity: Default::default(),
         }))
     }
 

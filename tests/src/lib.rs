@@ -295,8 +295,14 @@ impl Cluster {
     /// Joins an agent whose kvm, docker and fake runtimes are all the fake one,
     /// waits until it is Ready, and returns its index.
     pub fn fake_host(&mut self, name: &str, delay: &str) -> usize {
+        self.fake_host_with(name, delay, "")
+    }
+
+    /// As [`Cluster::fake_host`], with more lines for its agent.toml.
+    pub fn fake_host_with(&mut self, name: &str, delay: &str, agent_toml: &str) -> usize {
         let token = self.token(&[]);
-        let i = self.join_agent_with_config(name, &token, &fake_agent_toml(delay));
+        let toml = format!("{}{agent_toml}\n", fake_agent_toml(delay));
+        let i = self.join_agent_with_config(name, &token, &toml);
         let id = self.agent(i).host_id.clone();
         self.wait_host_state(&id, "Ready", Duration::from_secs(20));
         i
@@ -318,6 +324,43 @@ impl Cluster {
             "image import failed: {}",
             stderr(&out)
         );
+    }
+
+    /// `metrom user add NAME --role ROLE [extra…]`: returns the identity file.
+    pub fn add_user(&self, name: &str, role: &str, extra: &[&str]) -> PathBuf {
+        let out = self.dir.path().join(format!("{name}.identity"));
+        let mut args = vec![
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--out",
+            out.to_str().expect("utf8"),
+        ];
+        args.extend(extra);
+        self.ok(&args);
+        out
+    }
+
+    /// Runs `metrom … -o json` as another identity, asserting success.
+    pub fn json_as<T: DeserializeOwned>(&self, identity: &Path, args: &[&str]) -> T {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.metrom_as(identity, &all);
+        assert!(
+            out.status.success(),
+            "metrom {args:?} as {} failed ({}): {}",
+            identity.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "metrom {args:?}: bad JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// Runs `metrom` and asserts success; returns stdout.
@@ -545,6 +588,28 @@ pub fn virsh(args: &[&str]) -> String {
         .output()
         .expect("run virsh");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes a one-service template `name` (1 vCPU, 256 MiB, 1 GiB, image
+/// "tiny") under `root`, with `extra_toml` added to its metrom.toml top
+/// (e.g. a `[policies]` table), and returns its folder.
+pub fn small_template(root: &Path, name: &str, extra_toml: &str) -> PathBuf {
+    let dir = root.join(format!("tpl-{name}"));
+    std::fs::create_dir_all(&dir).expect("template dir");
+    std::fs::write(
+        dir.join("metrom.toml"),
+        format!(
+            "name = \"{name}\"\nruntime = [\"kvm\", \"docker\"]\nimage = \"tiny\"\n\
+             [resources]\nvcpus = 1\nmemory = \"256MiB\"\ndisk = \"1GiB\"\n{extra_toml}\n"
+        ),
+    )
+    .expect("write metrom.toml");
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  web:\n    image: metrom-test/busybox:1\n",
+    )
+    .expect("write compose.yaml");
+    dir
 }
 
 /// The folder of a starter template shipped in `templates/`.

@@ -3,18 +3,23 @@
 //! the controller's lifecycle tests and demos on machines without KVM or
 //! Docker. It counts how often each environment's instance was created, so
 //! tests can prove that retries and restarts never made a second one.
+//!
+//! Activity is whatever the test says: `fake-activity.json` in the data
+//! directory maps an environment's name (or id) to
+//! `{"cpu_percent": 50, "net_bytes_per_sec": 0}`; the counters of a running
+//! instance grow at those rates (an instance not listed is idle).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use metrom_protocol::ids::EnvId;
 use metrom_protocol::messages::env::{EnvDetail, EnvSpec, Power, RuntimeKind};
 use serde::{Deserialize, Serialize};
 
-use super::{Observed, Progress, Runtime, RuntimeError};
+use super::{Counters, Observed, Progress, Runtime, RuntimeError};
 
 /// One simulated instance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -29,12 +34,24 @@ pub struct FakeInstance {
 
 /// The fake runtime's state file.
 pub const STATE_FILE: &str = "fake-runtime.json";
+/// The activity rates tests write.
+pub const ACTIVITY_FILE: &str = "fake-activity.json";
+
+/// Activity rates of one fake instance.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FakeRates {
+    pub cpu_percent: f64,
+    pub net_bytes_per_sec: u64,
+}
 
 pub struct FakeRuntime {
     path: PathBuf,
     /// How long `create` takes.
     delay: Duration,
     state: Mutex<BTreeMap<EnvId, FakeInstance>>,
+    /// Activity counters of running instances and when they were last advanced.
+    counters: Mutex<HashMap<EnvId, (Instant, Counters)>>,
 }
 
 impl FakeRuntime {
@@ -48,7 +65,23 @@ impl FakeRuntime {
             path,
             delay,
             state: Mutex::new(state),
+            counters: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The rates `fake-activity.json` gives an environment (by name, then id).
+    fn rates(&self, spec: &EnvSpec) -> FakeRates {
+        let Some(dir) = self.path.parent() else {
+            return FakeRates::default();
+        };
+        let map: BTreeMap<String, FakeRates> = std::fs::read(dir.join(ACTIVITY_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        map.get(&spec.name)
+            .or_else(|| map.get(spec.env_id.as_str()))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// A snapshot of the instances.
@@ -169,6 +202,30 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn counters(&self, spec: &EnvSpec) -> Result<Option<Counters>, RuntimeError> {
+        let running = self
+            .state
+            .lock()
+            .expect("fake lock")
+            .get(&spec.env_id)
+            .is_some_and(|i| i.running && i.build > 0);
+        let mut counters = self.counters.lock().expect("fake counters lock");
+        if !running {
+            counters.remove(&spec.env_id);
+            return Ok(None);
+        }
+        let rates = self.rates(spec);
+        let now = Instant::now();
+        let (last, c) = counters
+            .entry(spec.env_id.clone())
+            .or_insert((now, Counters::default()));
+        let secs = now.duration_since(*last).as_secs_f64();
+        c.cpu_ns += (secs * rates.cpu_percent / 100.0 * 1e9) as u64;
+        c.net_bytes += (secs * rates.net_bytes_per_sec as f64) as u64;
+        *last = now;
+        Ok(Some(*c))
+    }
+
     async fn instances(&self) -> Result<Vec<EnvId>, RuntimeError> {
         Ok(self
             .state
@@ -235,5 +292,26 @@ pub(crate) mod tests {
         assert!(again.instances_now()[&s.env_id].data, "data kept");
         again.destroy(&s.env_id, false).await.unwrap();
         assert!(again.instances_now().is_empty());
+    }
+
+    #[tokio::test]
+    async fn counters_grow_at_the_rates_the_activity_file_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = FakeRuntime::open(dir.path(), Duration::ZERO);
+        let s = spec("e-busy", 1);
+        assert_eq!(rt.counters(&s).await.unwrap(), None, "no instance");
+        rt.create(&s, &Progress::none()).await.unwrap();
+        assert_eq!(rt.counters(&s).await.unwrap(), Some(Counters::default()));
+        std::fs::write(
+            dir.path().join(ACTIVITY_FILE),
+            r#"{"dev": {"cpu_percent": 50, "net_bytes_per_sec": 1000}}"#,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let c = rt.counters(&s).await.unwrap().unwrap();
+        assert!(c.cpu_ns >= 90_000_000, "{c:?}");
+        assert!(c.net_bytes >= 180, "{c:?}");
+        rt.stop(&s).await.unwrap();
+        assert_eq!(rt.counters(&s).await.unwrap(), None, "stopped");
     }
 }

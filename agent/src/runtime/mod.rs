@@ -34,6 +34,16 @@ pub enum Observed {
     Failed { build: u64, reason: String },
 }
 
+/// Cumulative activity counters of a running instance, since it started.
+/// The agent turns two readings into a rate for the idle policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Network bytes received plus sent.
+    pub net_bytes: u64,
+}
+
 /// A runtime step that failed; the message is shown to the environment's owner.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -96,6 +106,13 @@ pub trait Runtime: Send + Sync {
 
     /// Environments this runtime has instances for on this host.
     async fn instances(&self) -> Result<Vec<EnvId>, RuntimeError>;
+
+    /// Activity counters of a running instance, for the idle policy. `None`
+    /// when the runtime does not measure them (the controller then never
+    /// stops the environment for idleness).
+    async fn counters(&self, _spec: &EnvSpec) -> Result<Option<Counters>, RuntimeError> {
+        Ok(None)
+    }
 }
 
 /// The runtimes this agent offers, by kind.

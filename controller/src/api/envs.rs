@@ -1,29 +1,43 @@
-//! env create / list / show / start / stop / rebuild / delete / events.
+//! env create / list / show / start / stop / rebuild / delete / events /
+//! extend / policies.
 //!
 //! Every change is written durably before the answer; the reconciler then
-//! drives the agent. Placement and its record happen under one lock, so two
-//! concurrent creates never over-commit a host.
+//! drives the agent. Placement, the quota check and the record happen under
+//! one lock, so two concurrent creates never over-commit a host or a quota.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use jiff::Timestamp;
+use metrom_protocol::duration::format_duration;
 use metrom_protocol::ids::{EnvId, HostId};
-use metrom_protocol::messages::api::{ApiError, ApiResponse, EnvCreate, ErrorKind, Reply};
+use metrom_protocol::messages::api::{
+    ApiError, ApiResponse, EnvCreate, ErrorKind, PolicyOverrides, Reply,
+};
 use metrom_protocol::messages::env::{EnvState, ImageRef, RuntimeKind};
 use metrom_protocol::template::{self, RuntimePref, Template};
 
 use super::templates::{load, resolve};
 use super::{Caller, durable, store_err};
 use crate::envs::{self, event, find, host_snapshots, view};
+use crate::policy::levels;
+use crate::quota;
 use crate::scheduler::{self, Placement, Request};
 use crate::state::Controller;
-use crate::store::{Desired, EnvRecord, Role, Timings};
+use crate::store::{Desired, EnvPolicy, EnvRecord, Role, Timings};
 
 /// How many events `env show` includes.
 const SHOW_EVENTS: usize = 15;
 
-pub(super) async fn create(ctrl: &Controller, caller: &Caller, req: EnvCreate) -> ApiResponse {
+pub(super) async fn create(
+    ctrl: &Controller,
+    caller: &Caller,
+    req: EnvCreate,
+    policies: PolicyOverrides,
+) -> ApiResponse {
     check_name(&req.name)?;
+    let overrides =
+        levels::parse_overrides(&policies).map_err(|e| ApiError::invalid(e.to_string()))?;
     for (k, v) in &req.labels {
         super::tokens::check_label(k, v)?;
     }
@@ -32,6 +46,9 @@ pub(super) async fn create(ctrl: &Controller, caller: &Caller, req: EnvCreate) -
     let params = template::resolve_params(&t.manifest, &req.params)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     let runtimes = on_prem_runtimes(&t)?;
+    let site = &ctrl.config.policies;
+    let effective = levels::effective(site, &t.manifest.policies, &overrides)
+        .map_err(|e| ApiError::invalid(format!("environment {}: {e}", req.name)))?;
     if let Some(h) = &req.host {
         if !ctrl.store.hosts.contains(h.as_str()).map_err(store_err)? {
             return Err(ApiError::not_found(format!(
@@ -57,6 +74,15 @@ pub(super) async fn create(ctrl: &Controller, caller: &Caller, req: EnvCreate) -
                 req.name
             )));
         }
+        quota::check(
+            ctrl,
+            &caller.name,
+            quota::Ask {
+                envs: 1,
+                resources: t.manifest.resources,
+            },
+            None,
+        )?;
         let request = Request {
             resources: t.manifest.resources,
             runtimes: runtimes.clone(),
@@ -92,6 +118,13 @@ pub(super) async fn create(ctrl: &Controller, caller: &Caller, req: EnvCreate) -
                 ..Default::default()
             },
             deleted_at: None,
+            policy: EnvPolicy {
+                spec: effective.spec.clone(),
+                sources: effective.sources.clone(),
+                power_changed_at: Some(now),
+                power_changed_by: Some(caller.name.clone()),
+                ..Default::default()
+            },
         };
         insert(ctrl, &record)?;
         ctrl.envs.allocate(&placement.host, record.resources);
@@ -163,10 +196,15 @@ pub(super) async fn power(
     if r.desired == want {
         return Ok(Reply::Env(view(ctrl, &r, vec![])));
     }
+    let now = Timestamp::now();
     let updated = update(ctrl, &r, |r| {
         r.desired = want;
         r.generation += 1;
+        r.policy.power_changed_at = Some(now);
+        r.policy.power_changed_by = Some(caller.name.clone());
+        r.policy.stopped_by_policy = None;
     })?;
+    crate::usage::desired_changed(ctrl, &updated, now);
     let verb = if running { "start" } else { "stop" };
     event(
         ctrl,
@@ -231,6 +269,15 @@ pub(super) async fn rebuild(
                 vec![]
             },
         };
+        quota::check(
+            ctrl,
+            &current.owner,
+            quota::Ask {
+                envs: 1,
+                resources: t.manifest.resources,
+            },
+            Some(&current.id),
+        )?;
         // In place, the environment's own allocation is freed first.
         let own = if elsewhere {
             None
@@ -307,6 +354,7 @@ pub(super) async fn delete(
         cur.generation += 1;
     })?;
     ctrl.envs.release_name(&updated.name, &updated.id);
+    crate::usage::desired_changed(ctrl, &updated, Timestamp::now());
     event(
         ctrl,
         &r.id,
@@ -320,6 +368,75 @@ pub(super) async fn delete(
     durable(ctrl).await?;
     ctrl.envs.nudge.notify_one();
     Ok(Reply::Env(view(ctrl, &updated, vec![])))
+}
+
+/// Moves the ttl deadline `by` later, within the site's `max_extension`.
+pub(super) async fn extend(
+    ctrl: &Controller,
+    caller: &Caller,
+    name: &str,
+    by: Duration,
+) -> ApiResponse {
+    let r = get_changeable(ctrl, caller, name)?;
+    if r.policy.spec.ttl.is_none() {
+        return Err(ApiError::precondition(format!(
+            "environment {name} has no ttl: nothing to extend"
+        )));
+    }
+    if by.is_zero() {
+        return Err(ApiError::invalid("--by must be longer than zero"));
+    }
+    let max = ctrl.config.policies.max_extension;
+    let already = Duration::from_secs(r.policy.extended_secs);
+    if already + by > max {
+        let left = max.saturating_sub(already);
+        let so_far = if already.is_zero() {
+            String::new()
+        } else {
+            format!(
+                "it was extended by {} already and ",
+                format_duration(already)
+            )
+        };
+        return Err(ApiError::invalid(format!(
+            "cannot extend {name} by {}: {so_far}the site cap max_extension = {} \
+             (controller.toml [policies]) allows {} more in total; extend by {} or less, \
+             or ask an operator",
+            format_duration(by),
+            format_duration(max),
+            format_duration(left),
+            format_duration(left),
+        )));
+    }
+    let updated = update(ctrl, &r, |cur| {
+        cur.policy.extended_secs = cur.policy.extended_secs.saturating_add(by.as_secs());
+    })?;
+    let deadline = crate::policy::engine::deadline(&updated, &updated.policy.spec);
+    event(
+        ctrl,
+        &r.id,
+        "extended",
+        format!(
+            "ttl extended by {} by {}: deleted at {}",
+            format_duration(by),
+            caller.name,
+            deadline
+                .map(|d| crate::policy::local_time(&crate::policy::zone(&updated), d))
+                .unwrap_or_default()
+        ),
+    );
+    durable(ctrl).await?;
+    Ok(Reply::Env(view(ctrl, &updated, vec![])))
+}
+
+/// The environment's effective policies and what they do next.
+pub(super) fn policies(ctrl: &Controller, caller: &Caller, name: &str) -> ApiResponse {
+    let r = get_visible(ctrl, caller, name)?;
+    Ok(Reply::EnvPolicies(crate::policy::env_view(
+        ctrl,
+        &r,
+        Timestamp::now(),
+    )))
 }
 
 /// Places a request; `own` is an allocation to disregard (in-place rebuild).
@@ -472,8 +589,16 @@ fn visible(caller: &Caller, r: &EnvRecord) -> bool {
 fn get_visible(ctrl: &Controller, caller: &Caller, name: &str) -> Result<EnvRecord, ApiError> {
     match find(ctrl, name).map_err(store_err)? {
         Some(r) if visible(caller, &r) => Ok(r),
-        _ => Err(not_found(name)),
+        Some(r) => Err(not_yours(caller, &r)),
+        None => Err(not_found(name)),
     }
+}
+
+fn not_yours(caller: &Caller, r: &EnvRecord) -> ApiError {
+    ApiError::denied(format!(
+        "environment {} belongs to {}: {} is a developer and may see and change only their own environments",
+        r.name, r.owner, caller.name
+    ))
 }
 
 fn get_changeable(ctrl: &Controller, caller: &Caller, name: &str) -> Result<EnvRecord, ApiError> {
@@ -491,10 +616,7 @@ fn check_owner(caller: &Caller, r: &EnvRecord) -> Result<(), ApiError> {
     if caller.is_admin() || r.owner == caller.name {
         Ok(())
     } else {
-        Err(ApiError::denied(format!(
-            "environment {} belongs to {}",
-            r.name, r.owner
-        )))
+        Err(not_yours(caller, r))
     }
 }
 

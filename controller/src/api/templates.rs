@@ -23,6 +23,8 @@ pub(super) async fn push(
     }
     let t = template::parse(files).map_err(|e| ApiError::invalid(e.to_string()))?;
     check_image(ctrl, &t)?;
+    crate::policy::levels::check_template(&ctrl.config.policies, &t.manifest.policies)
+        .map_err(|e| ApiError::invalid(format!("template {}: {e}", t.manifest.name)))?;
     let name = t.manifest.name.clone();
     let version = t.digest.clone();
     let existing = ctrl.store.templates.get(&name).map_err(store_err)?;

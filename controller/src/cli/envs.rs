@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use metrom_protocol::ids::HostId;
-use metrom_protocol::messages::api::{ApiError, Call, EnvCreate, EnvView, Reply};
+use metrom_protocol::messages::api::{
+    ApiError, Call, EnvCreate, EnvPolicyView, EnvView, PolicyOverrides, Reply,
+};
 
 use super::client::Client;
 use super::output::{self, Format, Table, ago, when};
@@ -31,6 +33,13 @@ pub enum EnvCommand {
     Rebuild(RebuildArgs),
     /// Delete an environment and, unless --keep-data, its data.
     Delete(DeleteArgs),
+    /// Push its ttl deletion later (within the site's max_extension).
+    Extend {
+        name: String,
+        /// How much later, e.g. 3d.
+        #[arg(long, value_parser = parse_duration)]
+        by: Duration,
+    },
     /// The environment's history.
     Events {
         name: String,
@@ -65,6 +74,19 @@ pub struct CreateArgs {
     /// Place it only on a host with this label (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Delete it this long after creation, e.g. 7d ('off': no ttl) [default: the template's or site's].
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// Warn this long before the ttl deletes it, e.g. 1d.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl_warning: Option<String>,
+    /// Stop it after this long without CPU or network activity, e.g. 30m ('off': never).
+    #[arg(long, value_name = "DURATION")]
+    pub idle: Option<String>,
+    /// Working hours: "DAYS HOURS TIMEZONE [except YYYY-MM-DD,…]",
+    /// e.g. "mon-fri 09:00-12:00,13:00-19:00 Asia/Seoul except 2026-12-25" ('off': always on).
+    #[arg(long, value_name = "SCHEDULE")]
+    pub schedule: Option<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -110,14 +132,27 @@ pub(super) async fn run(client: &Client, cmd: EnvCommand, fmt: Format) -> Result
                 ),
                 None => None,
             };
-            let call = Call::EnvCreate(EnvCreate {
+            let create = EnvCreate {
                 name: a.name,
                 template,
                 version,
                 params: label_map(a.params),
                 host,
                 labels: label_map(a.labels),
-            });
+            };
+            let policies = PolicyOverrides {
+                ttl: a.ttl,
+                ttl_warning: a.ttl_warning,
+                idle: a.idle,
+                schedule: a.schedule,
+            };
+            // The original call when no policy flag is given, so an older
+            // controller still understands it.
+            let call = if policies.is_empty() {
+                Call::EnvCreate(create)
+            } else {
+                Call::EnvCreateWithPolicies { create, policies }
+            };
             let env = expect_env(client.call(call).await?)?;
             if fmt == Format::Table {
                 eprintln!(
@@ -171,9 +206,57 @@ pub(super) async fn run(client: &Client, cmd: EnvCommand, fmt: Format) -> Result
         }
         EnvCommand::Show { name } => {
             let env = expect_env(client.call(Call::EnvShow { name }).await?)?;
+            let policies = match client
+                .call(Call::EnvPolicies {
+                    name: env.id.to_string(),
+                })
+                .await?
+            {
+                Reply::EnvPolicies(p) => p,
+                other => return Err(unexpected(other)),
+            };
+            match fmt {
+                Format::Json => {
+                    let mut v = serde_json::to_value(&env).expect("views serialize");
+                    v["policies"] = serde_json::to_value(&policies).expect("views serialize");
+                    output::print_json(&v)
+                }
+                Format::Table => {
+                    print_env(&env);
+                    print_policies(&policies);
+                }
+            }
+            Ok(())
+        }
+        EnvCommand::Extend { name, by } => {
+            let env = expect_env(
+                client
+                    .call(Call::EnvExtend {
+                        name,
+                        by_secs: by.as_secs(),
+                    })
+                    .await?,
+            )?;
             match fmt {
                 Format::Json => output::print_json(&env),
-                Format::Table => print_env(&env),
+                Format::Table => {
+                    let p = client
+                        .call(Call::EnvPolicies {
+                            name: env.id.to_string(),
+                        })
+                        .await?;
+                    let Reply::EnvPolicies(p) = p else {
+                        return Err(unexpected(p));
+                    };
+                    println!(
+                        "{}: deleted at {} (extended by {} in total)",
+                        env.name,
+                        p.delete_at.map(when).unwrap_or_else(|| "-".into()),
+                        metrom_protocol::duration::format_duration(Duration::from_secs(
+                            p.extended_secs
+                        ))
+                    );
+                }
             }
             Ok(())
         }
@@ -349,6 +432,30 @@ fn host_text(e: &EnvView) -> String {
         (Some(h), Some(n)) => format!("{h} ({n})"),
         (Some(h), None) => h.to_string(),
         _ => "-".into(),
+    }
+}
+
+fn print_policies(p: &EnvPolicyView) {
+    if p.policies.is_empty() {
+        return;
+    }
+    println!("policies");
+    for l in &p.policies {
+        println!("  {:<12} {} ({})", l.key, l.value, l.source);
+    }
+    if let Some(d) = p.delete_at {
+        let ext = if p.extended_secs > 0 {
+            format!(
+                ", extended by {}",
+                metrom_protocol::duration::format_duration(Duration::from_secs(p.extended_secs))
+            )
+        } else {
+            String::new()
+        };
+        println!("  {:<12} {}{ext}", "deleted at", when(d));
+    }
+    if p.policies.iter().any(|l| l.key == "idle") {
+        println!("  {:<12} {}", "activity", p.activity);
     }
 }
 

@@ -1,5 +1,6 @@
 //! `metrom`: the operator's and developer's command line.
 
+mod audit;
 pub mod client;
 mod envs;
 mod hosts;
@@ -7,6 +8,7 @@ mod images;
 pub mod output;
 mod templates;
 mod up;
+mod users;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -57,12 +59,23 @@ pub enum Command {
     /// Environment templates: push, list, show, versions, pull.
     #[command(subcommand)]
     Template(templates::TemplateCommand),
-    /// Development environments: create, list, show, start, stop, rebuild, delete, events.
+    /// Development environments: create, list, show, start, stop, rebuild, delete, extend, events.
     #[command(subcommand)]
     Env(envs::EnvCommand),
     /// VM base images: import, list, delete.
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// Users and their roles: add (writes their identity), list, remove, set-role.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Quotas per user or group: environments, vCPUs, memory, disk.
+    #[command(subcommand)]
+    Quota(users::QuotaCommand),
+    /// The audit log: every change and refusal, and every policy action.
+    Audit(audit::AuditArgs),
+    /// Reports: usage (environment-hours, hours stopped by policy, savings).
+    #[command(subcommand)]
+    Report(audit::ReportCommand),
     /// Start an all-in-one Metrom on this machine: a controller and a local agent joined to it.
     Up(up::UpArgs),
     /// Stop what `metrom up` started (environments' VMs and containers keep running).
@@ -194,6 +207,10 @@ async fn command(client: &Client, command: Command, fmt: Format) -> Result<(), C
         Command::Template(cmd) => templates::run(client, cmd, fmt).await,
         Command::Env(cmd) => envs::run(client, cmd, fmt).await,
         Command::Image(cmd) => images::run(client, cmd, fmt).await,
+        Command::User(cmd) => users::user(client, cmd, fmt).await,
+        Command::Quota(cmd) => users::quota(client, cmd, fmt).await,
+        Command::Audit(args) => audit::audit(client, args, fmt).await,
+        Command::Report(cmd) => audit::report(client, cmd, fmt).await,
         Command::Up(_) | Command::Down(_) => unreachable!("handled before connecting"),
     }
 }

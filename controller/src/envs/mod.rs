@@ -303,7 +303,7 @@ pub fn view(ctrl: &Controller, r: &EnvRecord, events: Vec<EventView>) -> EnvView
         created_at: r.created_at,
         phases: phases(r),
         events,
-        next_action: None,
+        next_action: crate::policy::next_action(ctrl, r, Timestamp::now()),
     }
 }
 

@@ -174,6 +174,7 @@ fn mark(ctrl: &Controller, env: &EnvRecord, state: EnvState) {
         _ => Err(()),
     });
     if let Ok(Ok(Some(r))) = res {
+        crate::usage::state_changed(ctrl, &r, Timestamp::now());
         if state == EnvState::Deleted {
             if let Some(h) = &r.host {
                 ctrl.envs.release(h, r.resources);
@@ -317,6 +318,7 @@ mod tests {
             created_at: Timestamp::now(),
             timings: Default::default(),
             deleted_at: None,
+            policy: Default::default(),
         }
     }
 

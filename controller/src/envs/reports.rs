@@ -63,8 +63,24 @@ pub fn env_report(ctrl: &Arc<Controller>, host: &HostId, report: EnvReport) {
     }
 }
 
-/// Activity figures for the idle policy.
-pub fn activity(_ctrl: &Controller, _host: &HostId, _activity: Vec<EnvActivity>) {}
+/// Activity figures for the idle policy, kept if they are about an
+/// environment placed on that host.
+pub fn activity(ctrl: &Controller, host: &HostId, activity: Vec<EnvActivity>) {
+    let now = Timestamp::now();
+    let thresholds = crate::policy::activity::Thresholds {
+        cpu_percent: ctrl.config.policies.idle_cpu_percent,
+        net_bytes_per_sec: ctrl.config.policies.idle_net_bytes_per_sec,
+    };
+    for a in activity {
+        match ctrl.store.envs.get(a.env_id.as_str()) {
+            Ok(Some(r)) if r.host.as_ref() == Some(host) => {
+                ctrl.activity.record(&a, now, thresholds)
+            }
+            Ok(_) => {}
+            Err(e) => warn!("store: {}", crate::error_chain(&e)),
+        }
+    }
+}
 
 /// Records a report on the environment it is about.
 fn apply(ctrl: &Controller, host: &HostId, report: &EnvReport) {
@@ -106,6 +122,7 @@ fn apply(ctrl: &Controller, host: &HostId, report: &EnvReport) {
     if before_state == after.state {
         return;
     }
+    crate::usage::state_changed(ctrl, &after, now);
     match &after.state {
         EnvState::Running => {
             let took = after
@@ -131,6 +148,7 @@ fn apply(ctrl: &Controller, host: &HostId, report: &EnvReport) {
                 ctrl.envs.release(h, after.resources);
             }
             ctrl.envs.forget(&after.id);
+            ctrl.activity.forget(&after.id);
             event(
                 ctrl,
                 &after.id,

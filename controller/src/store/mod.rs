@@ -55,6 +55,9 @@ pub struct Store {
     pub events: Table<EventRecord>,
     pub images: Table<ImageRecord>,
     pub docker_archives: Table<DockerArchiveRecord>,
+    pub audit: Table<AuditRecord>,
+    pub quotas: Table<QuotaRecord>,
+    pub intervals: Table<IntervalRecord>,
 }
 
 impl Store {
@@ -85,13 +88,25 @@ impl Store {
             events: Table::new("events", db.open_tree("events")?),
             images: Table::new("images", db.open_tree("images")?),
             docker_archives: Table::new("docker_archives", db.open_tree("docker_archives")?),
+            audit: Table::new("audit", db.open_tree("audit")?),
+            quotas: Table::new("quotas", db.open_tree("quotas")?),
+            intervals: Table::new("intervals", db.open_tree("intervals")?),
             db,
         })
     }
 
     /// Makes every write so far durable (fsync).
+    ///
+    /// Runs sled's blocking flush on tokio's blocking pool, not
+    /// `flush_async`: that one waits on sled's own small I/O thread pool,
+    /// and when every thread there is a flush waiting for a buffer write
+    /// queued on the same pool, nothing moves again (seen under 16
+    /// concurrent clients: all `sled-io-*` threads parked in `make_stable`).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| sled::Error::ReportableBug(format!("store flush task: {e}")))??;
         Ok(())
     }
 

@@ -222,6 +222,112 @@ pub struct EnvRecord {
     pub timings: Timings,
     #[serde(default)]
     pub deleted_at: Option<Timestamp>,
+    /// Lifecycle policies and their bookkeeping. Kept in the record so that a
+    /// change of desired state and the facts the policy engine reads (who
+    /// changed the power, when) are one write.
+    #[serde(default)]
+    pub policy: EnvPolicy,
+}
+
+/// An environment's effective lifecycle policies and what they have done.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvPolicy {
+    /// Merged at create from the site, the template and the environment's flags.
+    #[serde(default)]
+    pub spec: metrom_protocol::template::PolicySpec,
+    /// Where each policy came from: key → "site", "template", "environment" or "default".
+    #[serde(default)]
+    pub sources: BTreeMap<String, String>,
+    /// Total ttl extensions, in seconds.
+    #[serde(default)]
+    pub extended_secs: u64,
+    /// The deletion time the latest ttl warning announced (an extension moves
+    /// the deadline, so a new warning is due before the new one).
+    #[serde(default)]
+    pub warned_for: Option<Timestamp>,
+    /// Last change of the desired power: at create, by a user, or by a policy.
+    /// A schedule acts only on on/off times after it, so a manual start after
+    /// hours lasts until the next off time.
+    #[serde(default)]
+    pub power_changed_at: Option<Timestamp>,
+    /// Who made that change: a user name or "policy".
+    #[serde(default)]
+    pub power_changed_by: Option<String>,
+    /// Why a policy stopped it; cleared when it is started again.
+    #[serde(default)]
+    pub stopped_by_policy: Option<String>,
+    /// When a policy (ttl) deleted it.
+    #[serde(default)]
+    pub deleted_by_policy: Option<Timestamp>,
+}
+
+impl EnvRecord {
+    /// When the desired power last changed (create time if never).
+    pub fn power_changed_at(&self) -> Timestamp {
+        self.policy.power_changed_at.unwrap_or(self.created_at)
+    }
+
+    /// Whether it stands stopped because a policy stopped it.
+    pub fn stopped_by_policy(&self) -> bool {
+        self.desired == Desired::Stopped && self.policy.stopped_by_policy.is_some()
+    }
+}
+
+/// One state-changing request (or policy action), refused or done; keyed
+/// `<unix nanos, 20 digits>-<sequence>` so keys sort by time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: Timestamp,
+    pub user: String,
+    pub role: String,
+    pub action: String,
+    pub target: String,
+    pub details: String,
+    pub ok: bool,
+    pub message: String,
+}
+
+/// Limits of a user or a group, keyed `user:NAME` or `group:NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    /// "user" or "group".
+    pub scope: String,
+    pub name: String,
+    pub limits: metrom_protocol::messages::api::QuotaFigures,
+    pub updated_at: Timestamp,
+    pub updated_by: String,
+}
+
+/// What an interval of an environment's life was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntervalKind {
+    /// Observed Running.
+    Running,
+    /// Stopped by a policy (schedule or idle) and not started since.
+    PolicyStopped,
+}
+
+impl IntervalKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IntervalKind::Running => "running",
+            IntervalKind::PolicyStopped => "policy_stopped",
+        }
+    }
+}
+
+/// A stretch of an environment's life, written when it opens and again when it
+/// closes; keyed `<env-id>/<start nanos, 20 digits>/<kind>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IntervalRecord {
+    pub env: metrom_protocol::ids::EnvId,
+    pub owner: String,
+    pub template: String,
+    pub resources: metrom_protocol::messages::env::Resources,
+    pub kind: IntervalKind,
+    pub start: Timestamp,
+    pub end: Option<Timestamp>,
 }
 
 /// Something that happened to an environment, keyed `<env-id>/<sequence>`.

@@ -78,6 +78,19 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             .collect()
     }
 
+    /// Records whose key is `start` or after it, in key order.
+    pub fn scan_from(&self, start: &str) -> Result<Vec<(String, T)>, StoreError> {
+        self.tree
+            .range(start..)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                let value = decode(self.name, &key, &v)?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+
     /// Last record (by key) whose key starts with `prefix`.
     pub fn last_with_prefix(&self, prefix: &str) -> Result<Option<(String, T)>, StoreError> {
         match self.tree.scan_prefix(prefix).next_back() {

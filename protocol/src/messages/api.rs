@@ -105,6 +105,46 @@ pub enum Call {
     DockerArchiveDelete {
         name: String,
     },
+    // Lifecycle policies, users, quotas, audit and usage. Appended: postcard
+    // numbers variants by position.
+    /// `env create` with policy flags (`EnvCreate` itself cannot grow fields).
+    EnvCreateWithPolicies {
+        create: EnvCreate,
+        policies: PolicyOverrides,
+    },
+    /// Push an environment's ttl deadline later (within the site's `max_extension`).
+    EnvExtend {
+        name: String,
+        by_secs: u64,
+    },
+    /// An environment's effective policies and what they will do next.
+    EnvPolicies {
+        name: String,
+    },
+    /// Create a user and issue their identity bundle.
+    UserAdd(UserAdd),
+    UserList,
+    /// Remove a user and revoke every certificate of theirs at once.
+    UserRemove {
+        name: String,
+    },
+    UserSetRole {
+        name: String,
+        role: String,
+    },
+    QuotaSet(QuotaSet),
+    QuotaList,
+    /// The audit log, newest last: at most `limit` entries (0: all).
+    AuditList {
+        user: Option<String>,
+        since: Option<Timestamp>,
+        limit: u32,
+    },
+    /// Environment-hours, hours stopped by policy, cost and savings since `since`
+    /// (default: 30 days ago).
+    ReportUsage {
+        since: Option<Timestamp>,
+    },
 }
 
 impl Call {
@@ -125,8 +165,191 @@ impl Call {
                 | Call::EnvEvents { .. }
                 | Call::ImageList
                 | Call::DockerArchiveList
+                | Call::EnvPolicies { .. }
+                | Call::UserList
+                | Call::QuotaList
+                | Call::AuditList { .. }
+                | Call::ReportUsage { .. }
         )
     }
+}
+
+/// Policies given to `env create`, as written on the command line (the
+/// controller parses them, so every client gets the same errors). Each is
+/// `None` to inherit the template's or site's value, or `"off"` to turn the
+/// inherited policy off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyOverrides {
+    /// A duration such as `7d`.
+    pub ttl: Option<String>,
+    pub ttl_warning: Option<String>,
+    /// A duration such as `30m`.
+    pub idle: Option<String>,
+    /// `DAYS HOURS TIMEZONE [except DATE,…]`, e.g. `mon-fri 09:00-19:00 Asia/Seoul`.
+    pub schedule: Option<String>,
+}
+
+impl PolicyOverrides {
+    pub fn is_empty(&self) -> bool {
+        self == &PolicyOverrides::default()
+    }
+}
+
+/// `metrom user add`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserAdd {
+    pub name: String,
+    /// `admin`, `developer` or `viewer`.
+    pub role: String,
+    pub group: Option<String>,
+    /// OpenSSH public keys put into the user's environments.
+    pub ssh_keys: Vec<String>,
+}
+
+/// A user as `user list` prints them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserView {
+    pub name: String,
+    pub role: String,
+    pub group: Option<String>,
+    pub created_at: Timestamp,
+    /// Certificates issued to the user.
+    pub certificates: u32,
+    pub ssh_keys: u32,
+    /// Environments they own (not deleted).
+    pub environments: u32,
+}
+
+/// The answer to [`Call::UserAdd`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserCreated {
+    pub user: UserView,
+    /// The identity bundle (TOML, with the private key): the CLI writes it
+    /// with mode 0600; the controller keeps no copy of the key.
+    pub identity: String,
+}
+
+/// Whose quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaScope {
+    User(String),
+    Group(String),
+}
+
+/// One limit of `quota set`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LimitChange {
+    /// Leave it as it is.
+    Keep,
+    Set(u64),
+    /// Remove the limit.
+    Unlimited,
+}
+
+/// `metrom quota set`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuotaSet {
+    pub scope: QuotaScope,
+    pub envs: LimitChange,
+    pub vcpus: LimitChange,
+    pub memory_mb: LimitChange,
+    pub disk_gb: LimitChange,
+}
+
+/// Amounts of the four quota dimensions (limits: `None` is unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaFigures {
+    pub envs: Option<u64>,
+    pub vcpus: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub disk_gb: Option<u64>,
+}
+
+/// A quota and what is used of it now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuotaView {
+    /// "user" or "group".
+    pub scope: String,
+    pub name: String,
+    pub limits: QuotaFigures,
+    /// Current usage (every figure set).
+    pub usage: QuotaFigures,
+    pub updated_at: Timestamp,
+    pub updated_by: String,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditView {
+    pub at: Timestamp,
+    /// The user, or "policy" for the policy engine.
+    pub user: String,
+    pub role: String,
+    /// "env create", "user remove", "policy stop", …
+    pub action: String,
+    /// What it acted on (an environment, a user, …).
+    pub target: String,
+    /// Parameters, without secret values.
+    pub details: String,
+    /// "ok" or "refused".
+    pub result: String,
+    /// Why it was refused (or what was done).
+    pub message: String,
+}
+
+/// `metrom report usage`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub since: Timestamp,
+    pub until: Timestamp,
+    /// From `[pricing]`; empty when no prices are configured.
+    pub currency: String,
+    pub by_user: Vec<UsageRow>,
+    pub by_template: Vec<UsageRow>,
+    pub total: UsageRow,
+}
+
+/// Usage of one user, one template, or everything.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UsageRow {
+    pub key: String,
+    /// Environments that ran or existed in the period.
+    pub environments: u32,
+    /// Environment-hours observed Running.
+    pub running_hours: f64,
+    /// Hours environments stayed stopped because a policy stopped them.
+    pub policy_stopped_hours: f64,
+    /// Environments a policy deleted (ttl) in the period.
+    pub deleted_by_policy: u32,
+    /// Estimated cost of the running hours.
+    pub cost: f64,
+    /// Estimated cost avoided by the policy-stopped hours.
+    pub savings: f64,
+}
+
+/// One effective policy and the level it comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyLine {
+    /// "ttl", "ttl_warning", "idle", "schedule".
+    pub key: String,
+    pub value: String,
+    /// "site", "template" or "environment".
+    pub source: String,
+}
+
+/// `env show`'s policy part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvPolicyView {
+    pub name: String,
+    pub policies: Vec<PolicyLine>,
+    /// When the ttl deletes it (created + ttl + extensions).
+    pub delete_at: Option<Timestamp>,
+    pub extended_secs: u64,
+    /// Latest activity the agent reported, if it reports activity.
+    pub last_active: Option<Timestamp>,
+    /// How the idle policy sees it ("active 2m ago", "no activity reports from its host").
+    pub activity: String,
+    pub next_action: Option<String>,
 }
 
 /// `metrom env create`.
@@ -171,6 +394,13 @@ pub enum Reply {
     Images(Vec<ImageView>),
     DockerArchive(DockerArchiveView),
     DockerArchives(Vec<DockerArchiveView>),
+    // Appended (see Call).
+    UserCreated(UserCreated),
+    Users(Vec<UserView>),
+    Quotas(Vec<QuotaView>),
+    Audit(Vec<AuditView>),
+    Usage(UsageReport),
+    EnvPolicies(EnvPolicyView),
 }
 
 /// A refusal or failure, with what to do about it.

@@ -28,8 +28,8 @@ pub use manifest::{
 };
 pub use params::{PLACEHOLDER, check_vars, interpolate, resolve_params};
 pub use policy::{
-    PolicyError, PolicySpec, ScheduleError, ScheduleSpec, format_window, parse_weekday,
-    parse_window, weekday_name,
+    PolicyError, PolicySpec, ScheduleError, ScheduleSpec, format_window, parse_holiday,
+    parse_weekday, parse_window, weekday_name,
 };
 
 use crate::messages::env::TemplateFile;

@@ -210,15 +210,20 @@ impl ScheduleSpec {
     /// Whether `at` falls in working hours: a listed day that is not a holiday,
     /// inside one of the windows, in the schedule's time zone.
     pub fn is_on(&self, at: Timestamp) -> Result<bool, ScheduleError> {
-        let local = self.time_zone()?.to_datetime(at);
+        Ok(self.is_on_in(&self.time_zone()?, at))
+    }
+
+    /// [`ScheduleSpec::is_on`] with the time zone already looked up.
+    pub fn is_on_in(&self, tz: &TimeZone, at: Timestamp) -> bool {
+        let local = tz.to_datetime(at);
         let date = local.date();
         let time = local.time();
-        Ok(self.days.contains(&date.weekday())
+        self.days.contains(&date.weekday())
             && !self.holidays.contains(&date)
             && self
                 .hours
                 .iter()
-                .any(|&(start, end)| start <= time && (time < end || end == Time::MAX)))
+                .any(|&(start, end)| start <= time && (time < end || end == Time::MAX))
     }
 }
 
@@ -367,7 +372,8 @@ fn check_holidays(dates: &[Date]) -> Result<(), ScheduleError> {
     Ok(())
 }
 
-fn parse_holiday(s: &str) -> Result<Date, ScheduleError> {
+/// Parses a holiday `YYYY-MM-DD`.
+pub fn parse_holiday(s: &str) -> Result<Date, ScheduleError> {
     let shape = s.len() == 10
         && s.bytes().enumerate().all(|(i, b)| {
             if i == 4 || i == 7 {

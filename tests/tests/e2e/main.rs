@@ -8,3 +8,6 @@ mod foundation;
 mod hostile;
 mod kvm;
 mod kvm_full;
+mod policies;
+mod quotas;
+mod users;
