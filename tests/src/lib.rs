@@ -575,7 +575,7 @@ pub fn test_image(name: &str) -> PathBuf {
 /// agent.toml for a host with the real kvm runtime (TCG unless `accel` says otherwise).
 pub fn kvm_agent_toml(test: &str, accel: &str) -> String {
     format!(
-        "acceleration = \"{accel}\"\nkvm_pool = \"metrom-{test}-{}\"\nkvm_stop_timeout = \"20s\"\nprovision_timeout = \"10m\"\n",
+        "acceleration = \"{accel}\"\nkvm_pool = \"metrom-{test}-{}\"\nkvm_stop_timeout = \"20s\"\nprovision_timeout = \"10m\"\nactivity_interval = \"2s\"\n",
         metrom_protocol::ids::random_string(6)
     )
 }

@@ -63,7 +63,7 @@ fn docker_cluster() -> (Cluster, usize) {
     // Each test its own slice of ports, so parallel agents rarely race for one.
     let base = 21000 + 100 * (rand::random::<u16>() % 80);
     let toml = format!(
-        "registry = \"{REGISTRY}\"\ndocker_port_range = \"{base}-{}\"\ndocker_stop_timeout = \"2s\"\n",
+        "registry = \"{REGISTRY}\"\ndocker_port_range = \"{base}-{}\"\ndocker_stop_timeout = \"2s\"\nactivity_interval = \"2s\"\n",
         base + 99
     );
     let i = c.join_agent_with_config("dock", &token, &toml);
@@ -247,6 +247,14 @@ fn a_two_service_environment_starts_in_order_and_keeps_its_volume() {
     let id = env["id"].as_str().unwrap().to_string();
     assert_eq!(env["runtime"], "docker");
     assert_eq!(env["detail"]["instance"], format!("metrom-{name}"));
+    // The agent measures the containers' CPU and network for the idle policy.
+    wait_for("activity reports", Duration::from_secs(60), || {
+        let a = c.env(&name)["policies"]["activity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (!a.is_empty() && !a.contains("no activity figures")).then_some(())
+    });
 
     // The services' states, healthy db included.
     let services: Vec<(String, String, String)> = env["detail"]["services"]

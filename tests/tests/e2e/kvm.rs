@@ -87,6 +87,15 @@ fn a_tiny_vm_boots_stops_starts_survives_an_agent_restart_and_leaves_nothing_beh
         "the guest agent reports its address: {env}"
     );
     assert!(virsh(&["domstate", "metrom-tiny-life"]).contains("running"));
+    // The agent measures the VM's CPU and network activity for the idle policy.
+    let activity = wait_for("activity reports", Duration::from_secs(60), || {
+        let a = c.env("tiny-life")["policies"]["activity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (!a.is_empty() && !a.contains("no activity figures")).then_some(a)
+    });
+    eprintln!("activity: {activity}");
 
     // The root disk is a copy-on-write overlay on the cached image, never a copy.
     let xml = virsh(&["dumpxml", "metrom-tiny-life"]);

@@ -677,6 +677,40 @@ pub(super) async fn containers(
         .map_err(|e| api_error("listing containers", e))
 }
 
+/// CPU time and network bytes of the environment's running containers, summed
+/// (the idle policy's activity). None when none runs.
+pub(super) async fn counters(
+    rt: &DockerRuntime,
+    env: &EnvId,
+) -> Result<Option<super::super::Counters>, RuntimeError> {
+    use futures::StreamExt;
+    let mut total = super::super::Counters::default();
+    let mut any = false;
+    for c in containers(rt, env).await? {
+        if c.state.as_ref().map(|s| s.to_string()) != Some("running".into()) {
+            continue;
+        }
+        let Some(id) = c.id.as_deref() else { continue };
+        let opts = bollard::query_parameters::StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let Some(Ok(stats)) = rt.docker.stats(id, Some(opts)).next().await else {
+            continue;
+        };
+        any = true;
+        total.cpu_ns += stats
+            .cpu_stats
+            .and_then(|c| c.cpu_usage)
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0);
+        for n in stats.networks.unwrap_or_default().values() {
+            total.net_bytes += n.rx_bytes.unwrap_or(0) + n.tx_bytes.unwrap_or(0);
+        }
+    }
+    Ok(any.then_some(total))
+}
+
 /// Every container of every environment on this host.
 async fn all_containers(rt: &DockerRuntime) -> Result<Vec<ContainerSummary>, RuntimeError> {
     rt.docker

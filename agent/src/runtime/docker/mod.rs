@@ -214,4 +214,8 @@ impl Runtime for DockerRuntime {
     async fn instances(&self) -> Result<Vec<EnvId>, RuntimeError> {
         lifecycle::instances(self).await
     }
+
+    async fn counters(&self, spec: &EnvSpec) -> Result<Option<super::Counters>, RuntimeError> {
+        lifecycle::counters(self, &spec.env_id).await
+    }
 }

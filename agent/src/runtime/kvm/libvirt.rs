@@ -224,6 +224,39 @@ pub fn metrom_domains(c: &Connect) -> Result<Vec<(String, Metadata)>, virt::erro
     Ok(out)
 }
 
+/// CPU time (ns) and network bytes of a running domain; None if it does not run.
+pub fn counters(
+    c: &Connect,
+    name: &str,
+) -> Result<Option<crate::runtime::Counters>, virt::error::Error> {
+    let d = match Domain::lookup_by_name(c, name) {
+        Ok(d) => d,
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !d.is_active()? {
+        return Ok(None);
+    }
+    let cpu_ns = d.get_info()?.cpu_time;
+    // The host side of each NIC: <target dev='vnetN'/> inside <interface>.
+    let xml = d.get_xml_desc(0)?;
+    let mut net_bytes = 0;
+    for iface in xml.split("<interface").skip(1) {
+        let iface = iface.split("</interface>").next().unwrap_or_default();
+        let dev = iface
+            .split("<target dev='")
+            .nth(1)
+            .or_else(|| iface.split("<target dev=\"").nth(1))
+            .and_then(|s| s.split(['\'', '"']).next());
+        if let Some(dev) = dev {
+            if let Ok(stats) = d.interface_stats(dev) {
+                net_bytes += stats.rx_bytes.max(0) as u64 + stats.tx_bytes.max(0) as u64;
+            }
+        }
+    }
+    Ok(Some(crate::runtime::Counters { cpu_ns, net_bytes }))
+}
+
 /// Sends a guest agent command (JSON) and returns the JSON answer.
 pub fn agent_command(
     c: &Connect,

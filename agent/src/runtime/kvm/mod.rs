@@ -522,6 +522,14 @@ impl Runtime for KvmRuntime {
         Ok(())
     }
 
+    async fn counters(&self, spec: &EnvSpec) -> Result<Option<super::Counters>, RuntimeError> {
+        let name = Self::domain_name(spec);
+        self.lv
+            .call(move |c| libvirt::counters(c, &name))
+            .await
+            .map_err(unavailable)
+    }
+
     async fn instances(&self) -> Result<Vec<EnvId>, RuntimeError> {
         let list = self
             .lv
