@@ -22,7 +22,7 @@ use crate::runtime::{Observed, Progress, RuntimeError, Runtimes};
 /// How often a settled environment is re-observed.
 const STEADY_POLL: Duration = Duration::from_secs(10);
 /// How often an environment that is coming up is re-observed.
-const BUSY_POLL: Duration = Duration::from_secs(1);
+const BUSY_POLL: Duration = Duration::from_millis(500);
 const MAX_COMMAND_FRAME: usize = codec::DEFAULT_MAX_FRAME;
 
 /// The next thing to do for one environment, decided from what the ledger

@@ -2,5 +2,6 @@
 
 pub mod agents;
 pub mod creates;
+pub mod kvm;
 pub mod docker;
 pub mod schedule;

@@ -47,6 +47,15 @@ enum Command {
         #[arg(long, default_value = "binpack")]
         strategy: Strategy,
     },
+    /// Create-to-Running of the tiny VM through Metrom vs `virsh create`; Debian create-to-healthy.
+    Kvm {
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Also time the Debian image to healthy compose services.
+        #[arg(long)]
+        debian: bool,
+    },
     /// End-to-end env create rate against a real controller (durable writes), concurrent clients.
     Creates {
         /// Concurrent clients, each with its own QUIC connection.
@@ -90,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             envs,
             strategy,
         } => bench::schedule::run(hosts, envs, strategy),
+        Command::Kvm { reps, debian } => bench::kvm::run(reps, debian),
         Command::Creates { clients, count } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
