@@ -132,6 +132,7 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
 
 /// Entry point of the `metrom` binary.
 pub fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     crate::init_logging("warn");
     metrom_protocol::tls::install_default_provider();
@@ -156,6 +157,18 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", crate::daemon::format_anyhow(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A CLI whose output is piped into `head` ends quietly when the pipe closes,
+/// as other Unix tools do, instead of panicking in `println!` (Rust ignores
+/// SIGPIPE by default).
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL
+    // is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

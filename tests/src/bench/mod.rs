@@ -2,6 +2,6 @@
 
 pub mod agents;
 pub mod creates;
-pub mod kvm;
 pub mod docker;
+pub mod kvm;
 pub mod schedule;
