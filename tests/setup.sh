@@ -129,3 +129,23 @@ if [ "$local_id" != "$pushed_id" ] || ! curl -fsS "http://$REGISTRY/v2/metrom-te
     echo "$local_id" >"$REGDIR/pushed"
 fi
 say "test images: $TEST_IMAGE (local and in $REGISTRY)"
+
+# --- the installer's test box ---------------------------------------------------
+# A fresh Debian 12 root (debootstrap minbase with curl, ca-certificates, sudo
+# and libvirt0; see images/build-installer-root.sh), cached as a tar outside
+# the clone and imported into dockerd as metrom-test/installer-root:1. The
+# installer's e2e test runs `curl … | sudo sh` in containers made from it.
+INSTALLER_IMAGE=metrom-test/installer-root:1
+# Bumped when build-installer-root.sh changes what the root holds.
+INSTALLER_REV=1
+if [ ! -f "$CACHE/installer-root.tar" ] || [ "$(cat "$CACHE/installer-root.version" 2>/dev/null)" != "$INSTALLER_REV" ]; then
+    "$here/images/build-installer-root.sh" "$CACHE/installer-root.tar"
+    echo "$INSTALLER_REV" >"$CACHE/installer-root.version"
+fi
+have_rev=$(docker image inspect -f '{{index .Config.Labels "io.metrom.test-image"}}' "$INSTALLER_IMAGE" 2>/dev/null || true)
+if [ "$have_rev" != "installer-$INSTALLER_REV" ]; then
+    say "importing $INSTALLER_IMAGE from $CACHE/installer-root.tar"
+    docker import -c 'CMD ["sleep", "infinity"]' -c "LABEL io.metrom.test-image=installer-$INSTALLER_REV" \
+        "$CACHE/installer-root.tar" "$INSTALLER_IMAGE" >/dev/null
+fi
+say "installer test box: $INSTALLER_IMAGE"
