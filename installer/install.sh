@@ -616,6 +616,7 @@ join() {
         die "metrom-agent join failed: $(grep -v '^ *$' "$TMP/join.log" | tail -n 1)"
     fi
     did "joined as host $(host_id) (identity $IDENTITY)"
+    JOINED=1
 }
 
 unit_text() {
@@ -671,7 +672,7 @@ service() {
     fi
     if ! systemctl is-active --quiet "$UNIT_NAME" 2>/dev/null; then
         act "start the agent" systemctl start "$UNIT_NAME"
-    elif [ "$BIN_CHANGED" = 1 ] || [ "$_unit_changed" = 1 ]; then
+    elif [ "$BIN_CHANGED" = 1 ] || [ "$_unit_changed" = 1 ] || [ "$JOINED" = 1 ]; then
         act "restart the agent (environments keep running: KillMode=process)" systemctl restart "$UNIT_NAME"
     else
         ok "agent running (systemctl status $UNIT_NAME; journalctl -u $UNIT_NAME)"
@@ -680,12 +681,12 @@ service() {
 
 no_systemd() {
     _pids=$(agent_pids)
-    if [ -n "$_pids" ] && [ "$BIN_CHANGED" != 1 ]; then
+    if [ -n "$_pids" ] && [ "$BIN_CHANGED" != 1 ] && [ "$JOINED" != 1 ]; then
         ok "agent running (pid ${_pids% }; log $AGENT_LOG)"
         return 0
     fi
     if [ -n "$_pids" ]; then
-        note "an agent with the old binary runs (pid ${_pids% }): stop it (kill ${_pids% }), then start the new one:"
+        note "an agent with the old binary or identity runs (pid ${_pids% }): stop it (kill ${_pids% }), then start it again:"
     else
         note "this box has no systemd: start the agent yourself, now and after every boot:"
     fi
@@ -712,6 +713,7 @@ main() {
     PLANNED=0
     NEEDS_START=0
     BIN_CHANGED=0
+    JOINED=0
     parse_args "$@"
     TMP=$(mktemp -d)
     trap 'rm -rf "$TMP"' EXIT

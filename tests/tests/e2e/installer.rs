@@ -22,15 +22,40 @@ use metrom_tests::{Cluster, stderr, stdout, wait_for};
 use serde_json::Value;
 
 const IMAGE: &str = "metrom-test/installer-root:1";
+/// The same with the installer's kvm packages for Debian preinstalled.
+const KVM_IMAGE: &str = "metrom-test/installer-kvm-root:1";
 const FAKE_SYSTEMCTL: &str = include_str!("fake-systemctl.sh");
 const AGENT_BIN: &str = "/usr/local/bin/metrom-agent";
 const UNIT_FILE: &str = "/etc/systemd/system/metrom-agent.service";
 const DATA_DIR: &str = "/var/lib/metrom-agent";
 const READY: Duration = Duration::from_secs(30);
-/// `docker run` arguments lending a box the host's Docker Engine.
-const DOCKER: &[&str] = &["-v", "/var/run/docker.sock:/var/run/docker.sock"];
-/// ... and the host's /dev/kvm (for kvm plans: no box here runs libvirtd).
-const KVM: &[&str] = &["--device", "/dev/kvm"];
+/// `docker run` arguments of a box on the host's network (it reaches the
+/// test's controller on 127.0.0.1) with the host's Docker Engine.
+const DOCKER: &[&str] = &[
+    "--network",
+    "host",
+    "-v",
+    "/var/run/docker.sock:/var/run/docker.sock",
+];
+/// ... of a box on the host's network with /dev/kvm, for kvm plans (nothing
+/// runs libvirtd there).
+const KVM_PLAN: &[&str] = &["--network", "host", "--device", "/dev/kvm"];
+/// ... of a kvm box in a network namespace of its own, with nothing but its
+/// loopback: its libvirtd makes the bridge and NAT rules of the `metrom`
+/// network there (hence NET_ADMIN and a writable /proc/sys), and the
+/// controller runs in the box too.
+const KVM_ALONE: &[&str] = &[
+    "--network",
+    "none",
+    "--device",
+    "/dev/kvm",
+    "--cap-add",
+    "NET_ADMIN",
+    "--cap-add",
+    "SYS_ADMIN",
+    "--security-opt",
+    "systempaths=unconfined",
+];
 
 /// A test box: a container, removed when dropped.
 struct TestBox {
@@ -38,17 +63,18 @@ struct TestBox {
 }
 
 impl TestBox {
-    /// A fresh box, with more `docker run` arguments ([`DOCKER`], [`KVM`]);
-    /// `systemd` gives it the stand-in systemctl.
-    fn start(extra: &[&str], systemd: bool) -> TestBox {
+    /// A fresh box from `image`, with more `docker run` arguments
+    /// ([`DOCKER`], [`KVM_PLAN`], [`KVM_ALONE`]); `systemd` gives it the
+    /// stand-in systemctl.
+    fn start_from(image: &str, extra: &[&str], systemd: bool) -> TestBox {
         let name = format!("mtinst-{}", metrom_protocol::ids::random_string(8));
-        let mut args = vec!["run", "-d", "--init", "--name", &name, "--network", "host"];
+        let mut args = vec!["run", "-d", "--init", "--name", &name];
         args.extend(extra);
-        args.push(IMAGE);
+        args.push(image);
         let out = docker(&args);
         assert!(
             out.status.success(),
-            "cannot start a box from {IMAGE} (run tests/setup.sh): {}",
+            "cannot start a box from {image} (run tests/setup.sh): {}",
             stderr(&out)
         );
         let b = TestBox { name };
@@ -76,6 +102,11 @@ impl TestBox {
             assert!(out.status.success(), "stand-in systemctl: {}", stderr(&out));
         }
         b
+    }
+
+    /// A fresh Debian 12 box.
+    fn start(extra: &[&str], systemd: bool) -> TestBox {
+        Self::start_from(IMAGE, extra, systemd)
     }
 
     /// Runs a shell command in the box.
@@ -361,7 +392,7 @@ fn installer_dry_run_plans_the_packages_and_changes_nothing() {
         "this test plans a kvm host and needs /dev/kvm on the machine"
     );
     let c = Cluster::start();
-    let b = TestBox::start(KVM, false);
+    let b = TestBox::start(KVM_PLAN, false);
     let before = b.files();
     let plan = |extra: &str| {
         let line = join_line(&c, &[]);
@@ -532,4 +563,140 @@ fn installer_refusals_stop_before_anything_changes() {
     );
     unchanged("expired token");
     assert!(a.hosts().is_empty() && other.hosts().is_empty());
+}
+
+/// The kvm branch for real, in one box with a network namespace of its own:
+/// the controller runs inside the box (on its loopback), libvirtd too, and the
+/// installer finds the packages preinstalled, makes the libvirt network and
+/// pool, and the agent's kvm runtime opens on them.
+#[test]
+fn installer_sets_up_a_kvm_host_with_its_libvirt_network_and_pool() {
+    assert!(
+        Path::new("/dev/kvm").exists(),
+        "this test sets up a kvm host and needs /dev/kvm on the machine"
+    );
+    let b = TestBox::start_from(KVM_IMAGE, KVM_ALONE, false);
+    b.ok("mkdir -p /opt/metrom");
+    for name in ["metrom-controller", "metrom-agent", "metrom"] {
+        let out = docker(&[
+            "cp",
+            metrom_tests::bin(name).to_str().expect("utf8"),
+            &format!("{}:/opt/metrom/{name}", b.name),
+        ]);
+        assert!(out.status.success(), "docker cp {name}: {}", stderr(&out));
+    }
+    // The controller (metrom-agent beside it is what it serves).
+    b.ok(
+        "/opt/metrom/metrom-controller init --data-dir /opt/metrom/ctl \
+          --advertise 127.0.0.1:7443 --listen 127.0.0.1:7443 >/dev/null",
+    );
+    let out = docker(&[
+        "exec",
+        "-d",
+        &b.name,
+        "sh",
+        "-c",
+        "/opt/metrom/metrom-controller serve --data-dir /opt/metrom/ctl --https-listen 127.0.0.1:7444 \
+         --heartbeat-interval 300ms --heartbeat-ttl 1500ms >/opt/metrom/controller.log 2>&1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let metrom = "METROM_IDENTITY=/opt/metrom/ctl/admin.identity /opt/metrom/metrom";
+    wait_for("the controller in the box", READY, || {
+        b.sh(&format!("{metrom} status"))
+            .status
+            .success()
+            .then_some(())
+    });
+    // No systemd in the box: libvirtd must run before the installer comes.
+    b.ok("virtlogd -d && libvirtd -d");
+    wait_for("libvirtd in the box", READY, || {
+        b.sh("virsh -c qemu:///system version")
+            .status
+            .success()
+            .then_some(())
+    });
+
+    let line = b.ok(&format!(
+        "{metrom} host join-command --runtime kvm 2>/dev/null"
+    ));
+    let line = line.trim();
+    let first = b.sh(line);
+    let out = text(&first);
+    assert!(first.status.success(), "install failed:\n{out}");
+    for want in [
+        "ok      runtime kvm: /dev/kvm is present",
+        "kvm host on apt needs: qemu-system-x86",
+        "ok      all installed",
+        "ok      libvirt answers at qemu:///system",
+        "done    define the network metrom (192.168.213.1/24, NAT)",
+        "done    start the network metrom",
+        "done    define the storage pool metrom at /var/lib/metrom-agent/pool",
+        "done    start the storage pool metrom",
+    ] {
+        assert!(out.contains(want), "no '{want}' in:\n{out}");
+    }
+    assert_eq!(b.ok("stat -c '%G %a' /dev/kvm").trim(), "kvm 660");
+    let net = b.ok("virsh -c qemu:///system net-dumpxml metrom");
+    assert!(
+        net.contains("<bridge name='metrom0'")
+            && net.contains("<ip address='192.168.213.1' prefix='24'>"),
+        "{net}"
+    );
+    let id = host_id_in(&out);
+    let start = out
+        .lines()
+        .find(|l| l.contains("metrom-agent run --data-dir"))
+        .unwrap_or_else(|| panic!("no start command in:\n{out}"))
+        .trim()
+        .to_string();
+    let run = docker(&["exec", "-d", &b.name, "sh", "-c", &start]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let h = wait_for(&format!("host {id} Ready in the box"), READY, || {
+        let out = b.sh(&format!("{metrom} host list -o json"));
+        let hosts: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+        hosts
+            .into_iter()
+            .find(|h| h["id"] == id.as_str() && h["state"] == "Ready")
+    });
+    let caps = &h["facts"]["capabilities"];
+    assert!(
+        caps["kvm"]["available"] == true && caps["libvirt"]["available"] == true,
+        "{h}"
+    );
+    // The agent's kvm runtime accepted the installer's network and pool.
+    let log = b.ok("cat /var/log/metrom-agent.log");
+    assert!(
+        !log.contains("kvm runtime is not available")
+            && !log.contains("already exists for another folder"),
+        "{log}"
+    );
+
+    // Again: everything found in place.
+    let second = b.sh(line);
+    let out = text(&second);
+    assert!(second.status.success(), "rerun failed:\n{out}");
+    for want in [
+        "ok      network metrom defined and active",
+        "ok      storage pool metrom at /var/lib/metrom-agent/pool defined and running",
+        "nothing changed: everything was already in place",
+    ] {
+        assert!(out.contains(want), "no '{want}' in:\n{out}");
+    }
+    assert!(
+        !out.contains("  done "),
+        "a rerun changed something:\n{out}"
+    );
+
+    // --purge takes the network and the pool too.
+    let un = b.sh(&uninstall_line(line, "--purge"));
+    let out = text(&un);
+    assert!(
+        un.status.success()
+            && out.contains("remove the network metrom")
+            && out.contains("remove the storage pool metrom"),
+        "{out}"
+    );
+    let left = b.ok("virsh -c qemu:///system net-list --all --name; virsh -c qemu:///system pool-list --all --name");
+    assert!(!left.contains("metrom"), "{left}");
+    b.assert_no_agent("after uninstall --purge");
 }
