@@ -129,3 +129,46 @@ if [ "$local_id" != "$pushed_id" ] || ! curl -fsS "http://$REGISTRY/v2/metrom-te
     echo "$local_id" >"$REGDIR/pushed"
 fi
 say "test images: $TEST_IMAGE (local and in $REGISTRY)"
+
+# --- the installer's test boxes -------------------------------------------------
+# metrom-test/installer-root:1, a fresh Debian 12 box: debootstrap minbase with
+# curl, ca-certificates, sudo and libvirt0 (images/build-installer-root.sh),
+# cached as a tar outside the clone and imported into dockerd.
+# metrom-test/installer-kvm-root:1, the same box with the installer's kvm
+# packages for Debian (installer/install.sh, apt:kvm) installed by apt-get in a
+# container from it, exported to the cache: the kvm install then runs without
+# a mirror. The installer's e2e test runs `curl … | sudo sh` in containers
+# made from them.
+# Bumped when build-installer-root.sh or the kvm package list change.
+INSTALLER_REV=1
+KVM_PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients dnsmasq-base iptables genisoimage"
+import_box() { # import_box NAME : $CACHE/NAME.tar as metrom-test/NAME:1, unless there
+    _image=metrom-test/$1:1
+    _rev=$(docker image inspect -f '{{index .Config.Labels "io.metrom.test-image"}}' "$_image" 2>/dev/null || true)
+    if [ "$_rev" != "$1-$INSTALLER_REV" ]; then
+        say "importing $_image from $CACHE/$1.tar"
+        docker image rm -f "$_image" >/dev/null 2>&1 || true
+        docker import -c 'CMD ["sleep", "infinity"]' -c "LABEL io.metrom.test-image=$1-$INSTALLER_REV" \
+            "$CACHE/$1.tar" "$_image" >/dev/null
+    fi
+}
+if [ ! -f "$CACHE/installer-root.tar" ] || [ "$(cat "$CACHE/installer-root.version" 2>/dev/null)" != "$INSTALLER_REV" ]; then
+    "$here/images/build-installer-root.sh" "$CACHE/installer-root.tar"
+    echo "$INSTALLER_REV" >"$CACHE/installer-root.version"
+fi
+import_box installer-root
+if [ ! -f "$CACHE/installer-kvm-root.tar" ] || [ "$(cat "$CACHE/installer-kvm-root.version" 2>/dev/null)" != "$INSTALLER_REV" ]; then
+    say "installer kvm box: apt-get install $KVM_PACKAGES (log $LOGDIR/installer-kvm-root.log)"
+    builder=metrom-setup-kvm-root
+    docker rm -f "$builder" >/dev/null 2>&1 || true
+    docker run --name "$builder" metrom-test/installer-root:1 sh -c \
+        "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $KVM_PACKAGES \
+         && apt-get clean && rm -rf /var/lib/apt/lists/*" >"$LOGDIR/installer-kvm-root.log" 2>&1 \
+        || { docker rm -f "$builder" >/dev/null 2>&1; tail -n 20 "$LOGDIR/installer-kvm-root.log" >&2; die "installing the kvm packages failed"; }
+    docker export "$builder" >"$CACHE/installer-kvm-root.tar.tmp"
+    docker rm "$builder" >/dev/null
+    mv "$CACHE/installer-kvm-root.tar.tmp" "$CACHE/installer-kvm-root.tar"
+    echo "$INSTALLER_REV" >"$CACHE/installer-kvm-root.version"
+fi
+import_box installer-kvm-root
+say "installer test boxes: metrom-test/installer-root:1, metrom-test/installer-kvm-root:1"

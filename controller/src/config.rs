@@ -22,6 +22,14 @@ pub struct Config {
     /// Address written into identity bundles and join commands (`HOST:PORT`).
     /// Defaults to the one given to `init`.
     pub advertise: Option<String>,
+    /// TCP address of the HTTPS endpoint (the installer and agent binaries).
+    pub https_listen: SocketAddr,
+    /// `HOST:PORT` of the HTTPS endpoint written into join commands
+    /// [default: the host of `advertise`, the port of `https_listen`].
+    pub https_advertise: Option<String>,
+    /// Folder of agent binaries to serve, named `metrom-agent-<arch>`
+    /// [default: only `metrom-agent` beside `metrom-controller`].
+    pub agent_binaries_dir: Option<PathBuf>,
     /// How often agents send a heartbeat.
     #[serde(with = "serde_str")]
     pub heartbeat_interval: Duration,
@@ -56,6 +64,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], metrom_protocol::DEFAULT_QUIC_PORT)),
             advertise: None,
+            https_listen: SocketAddr::from(([0, 0, 0, 0], crate::http::DEFAULT_HTTPS_PORT)),
+            https_advertise: None,
+            agent_binaries_dir: None,
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_ttl: Duration::from_secs(20),
             host_cert_validity: Duration::from_secs(365 * 86_400),
@@ -121,6 +132,15 @@ impl Config {
             key: key.to_string(),
             message: message.to_string(),
         };
+        if let Some(a) = &self.https_advertise {
+            let port = a.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+            if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
+                return Err(invalid(
+                    "https_advertise",
+                    "write HOST:PORT, e.g. \"ctl.example.lan:7444\"",
+                ));
+            }
+        }
         if self.heartbeat_interval.is_zero() {
             return Err(invalid("heartbeat_interval", "must be more than 0s"));
         }
@@ -211,6 +231,25 @@ mod tests {
                 "{text}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn https_keys_have_defaults_and_are_checked() {
+        let cfg = Config::parse("", Path::new("c")).unwrap();
+        assert_eq!(cfg.https_listen.to_string(), "0.0.0.0:7444");
+        assert!(cfg.https_advertise.is_none() && cfg.agent_binaries_dir.is_none());
+        let cfg = Config::parse(
+            "https_listen = \"127.0.0.1:9444\"\nhttps_advertise = \"ctl.lan:443\"\nagent_binaries_dir = \"/srv/agents\"\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(cfg.https_listen.port(), 9444);
+        assert_eq!(cfg.https_advertise.as_deref(), Some("ctl.lan:443"));
+        assert_eq!(cfg.agent_binaries_dir, Some(PathBuf::from("/srv/agents")));
+        let err = Config::parse("https_advertise = \"ctl.lan\"\n", Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key 'https_advertise'"), "{err}");
     }
 
     #[test]

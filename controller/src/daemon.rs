@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// Address written into identity bundles and join commands (overrides the config file).
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// TCP address of the HTTPS endpoint for the installer, e.g. 0.0.0.0:7444 (overrides the config file).
+    #[arg(long, value_name = "ADDR")]
+    pub https_listen: Option<SocketAddr>,
     /// How often agents heartbeat, e.g. 5s (overrides the config file).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub heartbeat_interval: Option<std::time::Duration>,
@@ -130,8 +133,8 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     println!("  metrom-controller serve --data-dir {}", dir.display());
     println!("  export METROM_IDENTITY={}", path.display());
     println!(
-        "  metrom token create        # then on each box: metrom-agent join --controller {} --token …",
-        args.advertise
+        "  metrom host join-command   # prints the line to paste on each new box (HTTPS, TCP {})",
+        crate::http::DEFAULT_HTTPS_PORT
     );
     Ok(())
 }
@@ -185,10 +188,14 @@ pub fn init_cluster(args: &InitArgs) -> anyhow::Result<PathBuf> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
     let config_path = Config::default_path(dir);
+    let https_example = format!("{host}:{}", crate::http::DEFAULT_HTTPS_PORT);
     let text = format!(
         "# Metrom controller configuration. Every key is optional; see docs/operations.md.\n\
          listen = \"{listen}\"\n\
          # advertise = \"{}\"\n\
+         # https_listen = \"0.0.0.0:7444\"        # the installer's HTTPS endpoint (TCP)\n\
+         # https_advertise = \"{https}\"  # HOST:PORT boxes use in join commands\n\
+         # agent_binaries_dir = \"/srv/metrom/agents\"  # metrom-agent-<arch> files to serve\n\
          # heartbeat_interval = \"5s\"\n\
          # heartbeat_ttl = \"20s\"\n\
          # policy_interval = \"15s\"\n\
@@ -201,7 +208,8 @@ pub fn init_cluster(args: &InitArgs) -> anyhow::Result<PathBuf> {
          # [pricing]\n\
          # currency = \"EUR\"\n\
          # vcpu_hour = 0.02\n",
-        args.advertise
+        args.advertise,
+        https = https_example,
     );
     std::fs::write(&config_path, text)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -251,6 +259,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(a) = args.advertise {
         config.advertise = Some(a);
     }
+    if let Some(l) = args.https_listen {
+        config.https_listen = l;
+    }
     if let Some(d) = args.heartbeat_interval {
         config.heartbeat_interval = d;
     }
@@ -267,14 +278,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn run(data_dir: &Path, config: Config) -> anyhow::Result<()> {
     let ctrl = Controller::open(data_dir, config)?;
     let endpoint = crate::server::bind(&ctrl)?;
+    let https = crate::http::bind(&ctrl).await?;
     info!(
         listen = %endpoint.local_addr()?,
+        https = %https.local_addr()?,
         advertise = %ctrl.advertise,
         data_dir = %data_dir.display(),
         "metrom-controller {} serving",
         metrom_protocol::BUILD_VERSION
     );
-    crate::server::run(ctrl, endpoint, shutdown_signal()).await;
+    // One signal stops both endpoints; each drains its own connections.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let https_task = tokio::spawn(crate::http::run(ctrl.clone(), https, async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    crate::server::run(ctrl, endpoint, async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    })
+    .await;
+    let _ = https_task.await;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod envs;
 pub mod hosts;
+pub mod http;
 pub mod pki;
 pub mod policy;
 pub mod quota;

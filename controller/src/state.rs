@@ -48,6 +48,8 @@ pub struct Controller {
     pub envs: Envs,
     /// Activity agents reported, for the idle policy (memory only).
     pub activity: crate::policy::activity::Tracker,
+    /// Where the HTTPS endpoint listens, once bound.
+    pub https_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Controller {
@@ -88,6 +90,7 @@ impl Controller {
             advertise,
             envs,
             activity: Default::default(),
+            https_addr: Default::default(),
         }))
     }
 

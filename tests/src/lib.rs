@@ -8,7 +8,7 @@
 pub mod bench;
 pub mod proc;
 
-use std::net::UdpSocket;
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -45,6 +45,12 @@ pub fn free_udp_port() -> u16 {
     s.local_addr().expect("addr").port()
 }
 
+/// A free TCP port on loopback (bound and released).
+pub fn free_tcp_port() -> u16 {
+    let s = TcpListener::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
 /// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout`
 /// with `what` and the last value seen.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -65,6 +71,8 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// TCP port of the controller's HTTPS endpoint (the installer's), on 127.0.0.1.
+    pub https_port: u16,
     pub identity: PathBuf,
     controller: Option<Child>,
     extra_serve_args: Vec<String>,
@@ -111,6 +119,7 @@ impl Cluster {
             identity: data.join("admin.identity"),
             dir,
             port,
+            https_port: free_tcp_port(),
             controller: None,
             extra_serve_args: extra.iter().map(|s| s.to_string()).collect(),
             agents: Vec::new(),
@@ -125,6 +134,11 @@ impl Cluster {
 
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `https://127.0.0.1:PORT` of the controller's HTTPS endpoint.
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.https_port)
     }
 
     pub fn controller_log(&self) -> PathBuf {
@@ -148,6 +162,9 @@ impl Cluster {
                 "--heartbeat-ttl",
                 HEARTBEAT_TTL,
             ]);
+        }
+        if !self.extra_serve_args.iter().any(|a| a == "--https-listen") {
+            cmd.args(["--https-listen", &format!("127.0.0.1:{}", self.https_port)]);
         }
         let child = cmd
             .args(&self.extra_serve_args)

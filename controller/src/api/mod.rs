@@ -106,7 +106,8 @@ pub fn access(call: &Call) -> Access {
         | Call::UserList
         | Call::UserRemove { .. }
         | Call::UserSetRole { .. }
-        | Call::QuotaSet(_) => Access::Admin,
+        | Call::QuotaSet(_)
+        | Call::InstallerInfo => Access::Admin,
     }
 }
 
@@ -202,6 +203,9 @@ async fn route(
             audit::list(ctrl, caller, user.as_deref(), since, limit)
         }
         Call::ReportUsage { since } => audit::usage(ctrl, caller, since),
+        Call::InstallerInfo => crate::http::installer_info(ctrl)
+            .map(Reply::Installer)
+            .map_err(|e| ApiError::internal(crate::error_chain(&e))),
     }
 }
 
@@ -365,6 +369,7 @@ mod tests {
                 limit: 0,
             },
             Call::ReportUsage { since: None },
+            Call::InstallerInfo,
         ]
     }
 
@@ -372,9 +377,9 @@ mod tests {
     fn reads_and_changes_agree_with_the_audit_rule() {
         for call in every_call() {
             let read = access(&call) == Access::Read;
-            // Every change is audited; reads are not. TokenList and UserList
-            // are admin-only reads.
-            let admin_read = matches!(call, Call::TokenList | Call::UserList);
+            // Every change is audited; reads are not. TokenList, UserList and
+            // InstallerInfo are admin-only reads.
+            let admin_read = matches!(call, Call::TokenList | Call::UserList | Call::InstallerInfo);
             assert_eq!(
                 read || admin_read,
                 !call.is_mutation(),

@@ -79,6 +79,7 @@ pub(super) async fn host(client: &Client, cmd: HostCommand, fmt: Format) -> Resu
             client.call(Call::HostRevoke { id: host_id(&id)? }).await?,
             fmt,
         ),
+        HostCommand::JoinCommand(args) => super::join_command::run(client, args, fmt).await,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod client;
 mod envs;
 mod hosts;
 mod images;
+mod join_command;
 pub mod output;
 mod templates;
 mod up;
@@ -94,6 +95,9 @@ pub enum HostCommand {
     Uncordon { id: String },
     /// Revoke a host's certificate: its connection is closed at once and it can never reconnect.
     Revoke { id: String },
+    /// Create a join token and print the one line that makes an idle box a host
+    /// (curl … /install.sh | sudo sh -s - --token …; see docs/installer.md).
+    JoinCommand(join_command::JoinCommandArgs),
 }
 
 #[derive(Subcommand, Debug)]

@@ -88,7 +88,12 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
             dir.join("controller.log").display()
         );
         let mut cmd = Command::new(&controller_bin);
-        cmd.arg("serve").arg("--data-dir").arg(&ctl_dir);
+        // The installer's HTTPS endpoint on a free loopback port: this
+        // controller is advertised on 127.0.0.1 and serves this machine only.
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&ctl_dir)
+            .args(["--https-listen", "127.0.0.1:0"]);
         spawn_daemon(cmd, &dir.join("controller.log"), &ctl_pid)?;
     }
     let client = wait_for_controller(&identity, &dir.join("controller.log")).await?;

@@ -18,6 +18,8 @@ use tracing::{debug, info, warn};
 
 use crate::state::Controller;
 
+pub(crate) use join::check_token;
+
 /// How long a peer has to finish the handshake and send its first frame.
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 

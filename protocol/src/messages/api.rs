@@ -145,6 +145,10 @@ pub enum Call {
     ReportUsage {
         since: Option<Timestamp>,
     },
+    // The one-line installer. Appended.
+    /// Where the controller's HTTPS endpoint is and the pin of its key, for
+    /// `metrom host join-command` (which then creates a token with `TokenCreate`).
+    InstallerInfo,
 }
 
 impl Call {
@@ -170,6 +174,7 @@ impl Call {
                 | Call::QuotaList
                 | Call::AuditList { .. }
                 | Call::ReportUsage { .. }
+                | Call::InstallerInfo
         )
     }
 }
@@ -401,6 +406,8 @@ pub enum Reply {
     Audit(Vec<AuditView>),
     Usage(UsageReport),
     EnvPolicies(EnvPolicyView),
+    // Appended (see Call).
+    Installer(InstallerInfo),
 }
 
 /// A refusal or failure, with what to do about it.
@@ -535,6 +542,19 @@ pub struct TokenCreated {
     pub expires_at: Timestamp,
     pub uses: u32,
     /// The controller address agents should join (`HOST:PORT`).
+    pub controller: String,
+}
+
+/// What a join command needs besides the token: the controller's HTTPS
+/// endpoint (serving `install.sh` and the agent binaries) and its pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallerInfo {
+    /// `https://HOST:PORT`, as boxes reach the HTTPS endpoint.
+    pub url: String,
+    /// `sha256//<base64>`: the SHA-256 of the endpoint certificate's
+    /// SubjectPublicKeyInfo, in curl's `--pinnedpubkey` form.
+    pub pin: String,
+    /// The QUIC address agents join (`HOST:PORT`).
     pub controller: String,
 }
 

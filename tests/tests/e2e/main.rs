@@ -6,6 +6,7 @@ mod docker;
 mod environments;
 mod foundation;
 mod hostile;
+mod installer;
 mod kvm;
 mod kvm_full;
 mod policies;
