@@ -17,7 +17,8 @@ use crate::daemon::{InitArgs, init_cluster};
 #[derive(Args, Debug)]
 pub struct UpArgs {
     /// Folder for the controller's and the agent's data and logs
-    /// [default: $XDG_DATA_HOME/metrom or ~/.local/share/metrom].
+    /// [default: /var/lib/metrom-up for root (libvirt's QEMU must reach the VM
+    /// disks in it), else $XDG_DATA_HOME/metrom or ~/.local/share/metrom].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// UDP port of the controller (on 127.0.0.1).
@@ -49,12 +50,23 @@ fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(d) = flag {
         return Ok(d);
     }
+    // Root's home is closed to others, and QEMU (its own user) must reach the
+    // agent's disks: root's all-in-one lives where system data lives.
+    if running_as_root() {
+        return Ok(PathBuf::from("/var/lib/metrom-up"));
+    }
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
     Ok(base.join("metrom"))
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
@@ -64,6 +76,15 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
     let controller_bin = sibling_binary("metrom-controller")?;
     let agent_bin = sibling_binary("metrom-agent")?;
     let advertise = format!("127.0.0.1:{}", args.port);
+
+    if !dir.exists() {
+        // Others may traverse it, not list it: QEMU (its own user) must reach
+        // the agent's disks below; the controller's folder inside stays 0700.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("setting the mode of {}", dir.display()))?;
+    }
 
     // 1. The cluster.
     let identity_path = ctl_dir.join("admin.identity");

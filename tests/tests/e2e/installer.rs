@@ -221,12 +221,25 @@ fn host_id_in(output: &str) -> String {
 }
 
 #[test]
-fn installer_scripts_pass_shellcheck() {
+fn shell_scripts_pass_shellcheck() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new("shellcheck")
-        .args(["-s", "sh"])
+        .args(["-s", "sh", "-e", "SC1091"])
         .arg(root.join("installer/install.sh"))
         .arg(root.join("installer/uninstall.sh"))
+        .arg(root.join("installer/prepare-host.sh"))
+        .arg(root.join("installer/up.sh"))
+        .arg(root.join("tests/setup.sh"))
+        .arg(root.join("tests/run.sh"))
+        .args(
+            [
+                "lib.sh",
+                "build-tiny.sh",
+                "build-debian.sh",
+                "build-installer-root.sh",
+            ]
+            .map(|f| root.join("tests/images").join(f)),
+        )
         .arg(root.join("tests/tests/e2e/fake-systemctl.sh"))
         .output()
         .expect("shellcheck (tests/setup.sh installs it)");

@@ -82,8 +82,13 @@ impl Libvirt {
             *guard = Some(c);
         }
         let conn = guard.as_ref().expect("connected");
-        f(conn).map_err(|e| {
-            if matches!(e.code(), ErrorNumber::SystemError | ErrorNumber::Rpc) {
+        let result = f(conn);
+        let alive = result.is_ok() || conn.is_alive().unwrap_or(false);
+        result.map_err(|e| {
+            // A system or RPC error is the daemon going away only when the
+            // connection died with it; otherwise (a file QEMU may not open, …)
+            // it is the call's own failure.
+            if matches!(e.code(), ErrorNumber::SystemError | ErrorNumber::Rpc) && !alive {
                 // The daemon went away: reconnect next time.
                 if let Some(mut c) = guard.take() {
                     let _ = c.close();

@@ -82,11 +82,21 @@ impl KvmRuntime {
         if let Some(data_dir) = settings.state_dir.parent() {
             set_mode(data_dir, 0o711);
         }
+        let mut closed_seen = std::collections::BTreeSet::new();
         for dir in [&settings.pool_dir, &settings.state_dir, &settings.image_dir] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RuntimeError::Failed(format!("{}: {e}", dir.display())))?;
             // QEMU runs as its own user: it must be able to reach the disks.
             set_mode(dir, 0o755);
+            if let Some(closed) = closed_ancestor(dir).filter(|c| closed_seen.insert(c.clone())) {
+                tracing::warn!(
+                    "QEMU, which libvirt runs as its own user, may not reach {}: {} lets only its owner in; \
+                     allow others to traverse it (chmod o+x {}) or give the agent a data folder outside it",
+                    dir.display(),
+                    closed.display(),
+                    closed.display()
+                );
+            }
         }
         let lv = Libvirt::new(&settings.uri);
         let net_xml = xml::network(
@@ -611,6 +621,16 @@ fn virtual_size(path: &Path, format: &str) -> Option<u64> {
     } else {
         std::fs::metadata(path).ok().map(|m| m.len())
     }
+}
+
+/// The first folder above `dir` that others may not traverse (no o+x), which
+/// keeps a QEMU running as another user out.
+fn closed_ancestor(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors().skip(1).find_map(|a| {
+        let mode = std::fs::metadata(a).ok()?.permissions().mode();
+        (mode & 0o001 == 0).then(|| a.to_path_buf())
+    })
 }
 
 fn set_mode(path: &Path, mode: u32) {
