@@ -36,7 +36,7 @@ impl Backoff {
     }
 
     /// The next delay with a random fraction.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         self.next_with(rand::random::<f64>())
     }
 
@@ -80,7 +80,7 @@ mod tests {
         b.reset();
         assert_eq!(b.attempt(), 0);
         for _ in 0..100 {
-            let d = b.next();
+            let d = b.next_delay();
             assert!(d <= Duration::from_secs(30));
         }
     }

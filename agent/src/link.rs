@@ -34,10 +34,10 @@ impl Link {
         let mut rx = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(c) = self.current.lock().expect("link lock").clone() {
-                if c.close_reason().is_none() {
-                    return Some(c);
-                }
+            if let Some(c) = self.current.lock().expect("link lock").clone()
+                && c.close_reason().is_none()
+            {
+                return Some(c);
             }
             if tokio::time::timeout_at(deadline, rx.changed())
                 .await

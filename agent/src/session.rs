@@ -148,7 +148,7 @@ pub async fn run(
         if started.elapsed() > STABLE_SESSION {
             backoff.reset();
         }
-        let delay = backoff.next();
+        let delay = backoff.next_delay();
         warn!(
             controller = %agent.controller(),
             "{err}; retrying in {:.1}s (attempt {})",

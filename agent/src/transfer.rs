@@ -91,7 +91,7 @@ pub async fn fetch(
                         "transfer interrupted ({reason}); attempt {attempt} of {MAX_ATTEMPTS}"
                     );
                     last = reason;
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             }

@@ -191,13 +191,13 @@ impl Work {
 
     fn apply(self: &Arc<Self>, spec: EnvSpec) -> CommandReply {
         let env = spec.env_id.clone();
-        if let Some(at) = self.ledger.deleted_at(&env) {
-            if at >= spec.generation {
-                return CommandReply::Stale {
-                    env_id: env,
-                    current_generation: at,
-                };
-            }
+        if let Some(at) = self.ledger.deleted_at(&env)
+            && at >= spec.generation
+        {
+            return CommandReply::Stale {
+                env_id: env,
+                current_generation: at,
+            };
         }
         let existing = self.ledger.get(&env);
         if let Some(e) = &existing {
@@ -301,12 +301,11 @@ impl Work {
                         .await
                         .map(|l| l.contains(&env))
                         .unwrap_or(false)
+                        && let Err(err) = rt.destroy(&env, keep_data).await
                     {
-                        if let Err(err) = rt.destroy(&env, keep_data).await {
-                            return CommandReply::Refused {
-                                reason: err.to_string(),
-                            };
-                        }
+                        return CommandReply::Refused {
+                            reason: err.to_string(),
+                        };
                     }
                 }
                 if let Err(err) = self.ledger.finish_delete(&env, generation) {
@@ -348,10 +347,7 @@ impl Work {
     async fn worker(self: Arc<Self>, env: EnvId, notify: Arc<Notify>) {
         let mut retry = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
         let mut since = (0u64, Instant::now());
-        loop {
-            let Some(entry) = self.ledger.get(&env) else {
-                break;
-            };
+        while let Some(entry) = self.ledger.get(&env) {
             if since.0 != entry.generation() {
                 since = (entry.generation(), Instant::now());
             }
@@ -373,7 +369,7 @@ impl Work {
                         entry.report.build,
                         entry.report.detail.clone(),
                     );
-                    self.pause(&notify, retry.next()).await;
+                    self.pause(&notify, retry.next_delay()).await;
                     continue;
                 }
             };
@@ -465,7 +461,7 @@ impl Work {
                 let wait = match e {
                     // Retrying cannot help until the spec changes.
                     RuntimeError::Invalid(_) => Duration::from_secs(3600),
-                    _ => retry.next(),
+                    _ => retry.next_delay(),
                 };
                 self.pause(&notify, wait).await;
             }

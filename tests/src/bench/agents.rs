@@ -290,7 +290,7 @@ async fn simulated_agent(
             Some(())
         };
         session.await;
-        tokio::time::sleep(backoff.next()).await;
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

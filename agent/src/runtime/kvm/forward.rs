@@ -36,8 +36,11 @@ pub struct Forwarder {
     bind: Ipv4Addr,
     allocations: Mutex<Allocations>,
     /// Running relays: env id → (guest address they point at, tasks).
-    relays: Mutex<HashMap<EnvId, (Ipv4Addr, Vec<JoinHandle<()>>)>>,
+    relays: Mutex<HashMap<EnvId, Relays>>,
 }
+
+/// The guest address an environment's relays point at, and their tasks.
+type Relays = (Ipv4Addr, Vec<JoinHandle<()>>);
 
 impl Forwarder {
     pub fn new(dir: &Path, range: (u16, u16)) -> Forwarder {
@@ -102,10 +105,11 @@ impl Forwarder {
     /// Makes sure relays run for these mappings to `guest`; restarts them if the address changed.
     pub fn ensure(&self, env: &EnvId, guest: Ipv4Addr, mappings: &[PortMapping]) {
         let mut relays = self.relays.lock().expect("relays lock");
-        if let Some((ip, tasks)) = relays.get(env) {
-            if *ip == guest && tasks.iter().all(|t| !t.is_finished()) {
-                return;
-            }
+        if let Some((ip, tasks)) = relays.get(env)
+            && *ip == guest
+            && tasks.iter().all(|t| !t.is_finished())
+        {
+            return;
         }
         if let Some((_, tasks)) = relays.remove(env) {
             tasks.iter().for_each(|t| t.abort());

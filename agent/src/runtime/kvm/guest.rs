@@ -95,10 +95,10 @@ impl Guest {
                 continue;
             }
             for a in iface["ip-addresses"].as_array().into_iter().flatten() {
-                if a["ip-address-type"] == "ipv4" {
-                    if let Some(ip) = a["ip-address"].as_str() {
-                        out.push(ip.to_string());
-                    }
+                if a["ip-address-type"] == "ipv4"
+                    && let Some(ip) = a["ip-address"].as_str()
+                {
+                    out.push(ip.to_string());
                 }
             }
         }

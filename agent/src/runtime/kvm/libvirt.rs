@@ -253,10 +253,10 @@ pub fn counters(
             .nth(1)
             .or_else(|| iface.split("<target dev=\"").nth(1))
             .and_then(|s| s.split(['\'', '"']).next());
-        if let Some(dev) = dev {
-            if let Ok(stats) = d.interface_stats(dev) {
-                net_bytes += stats.rx_bytes.max(0) as u64 + stats.tx_bytes.max(0) as u64;
-            }
+        if let Some(dev) = dev
+            && let Ok(stats) = d.interface_stats(dev)
+        {
+            net_bytes += stats.rx_bytes.max(0) as u64 + stats.tx_bytes.max(0) as u64;
         }
     }
     Ok(Some(crate::runtime::Counters { cpu_ns, net_bytes }))

@@ -243,11 +243,9 @@ impl KvmRuntime {
         self.lv
             .call(move |c| {
                 let dom = Domain::define_xml(c, &text)?;
-                if start {
-                    if let Err(e) = dom.create() {
-                        let _ = dom.undefine();
-                        return Err(e);
-                    }
+                if start && let Err(e) = dom.create() {
+                    let _ = dom.undefine();
+                    return Err(e);
                 }
                 Ok(())
             })
@@ -382,13 +380,11 @@ impl Runtime for KvmRuntime {
             .call(move |c| libvirt::domain_state(c, &n))
             .await
             .map_err(unavailable)?
-        {
-            if s.metadata
+            && s.metadata
                 .as_ref()
                 .is_some_and(|m| m.env_id == spec.env_id.as_str() && m.build == spec.build)
-            {
-                return Ok(()); // already made (a retried command, or a restart half-way)
-            }
+        {
+            return Ok(()); // already made (a retried command, or a restart half-way)
         }
         let t = template::parse(spec.template.files.clone())
             .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
