@@ -6,6 +6,7 @@
 //! command does).
 
 pub mod bench;
+pub mod gateway;
 pub mod proc;
 
 use std::net::{TcpListener, UdpSocket};

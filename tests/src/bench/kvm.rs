@@ -83,12 +83,17 @@ pub fn run(reps: usize, debian: bool) -> anyhow::Result<()> {
             "--name",
             "debian-12",
         ]);
+        // Guests reach the test registry on the VM network's gateway.
+        let (_registry, reg_port) = crate::gateway::registry_on_gateway(c.dir.path());
         let tpl = c.dir.path().join("tpl-bench-debian");
         std::fs::create_dir_all(&tpl)?;
         std::fs::write(
             tpl.join("metrom.toml"),
-            "name = \"bench-debian\"\nruntime = [\"kvm\"]\nimage = \"debian-12\"\nregistry = \"127.0.0.1:5000\"\n\
-             [resources]\nvcpus = 2\nmemory = \"1GiB\"\ndisk = \"8GiB\"\n[[ports]]\nname = \"web\"\nport = 8080\n",
+            format!(
+                "name = \"bench-debian\"\nruntime = [\"kvm\"]\nimage = \"debian-12\"\nregistry = \"{}:{reg_port}\"\n\
+                 [resources]\nvcpus = 2\nmemory = \"1GiB\"\ndisk = \"8GiB\"\n[[ports]]\nname = \"web\"\nport = 8080\n",
+                crate::gateway::GATEWAY
+            ),
         )?;
         std::fs::copy(
             starter_template("minimal").join("compose.yaml"),
