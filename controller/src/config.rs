@@ -49,6 +49,8 @@ pub struct Config {
     pub policies: SitePolicies,
     /// Prices per hour for the usage report.
     pub pricing: Pricing,
+    /// The cloud broker: sync, retries, instance types and their prices.
+    pub cloud: crate::cloud::CloudConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             policy_interval: Duration::from_secs(15),
             policies: SitePolicies::default(),
             pricing: Pricing::default(),
+            cloud: crate::cloud::CloudConfig::default(),
         }
     }
 }
@@ -146,6 +149,9 @@ impl Config {
             .validate()
             .map_err(|(key, m)| invalid(&key, &m))?;
         self.pricing
+            .validate()
+            .map_err(|(key, m)| invalid(&key, &m))?;
+        self.cloud
             .validate()
             .map_err(|(key, m)| invalid(&key, &m))?;
         Ok(())

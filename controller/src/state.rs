@@ -48,11 +48,22 @@ pub struct Controller {
     pub envs: Envs,
     /// Activity agents reported, for the idle policy (memory only).
     pub activity: crate::policy::activity::Tracker,
+    /// The cloud broker.
+    pub cloud: crate::cloud::Cloud,
 }
 
 impl Controller {
     /// Opens an initialised data directory.
     pub fn open(data_dir: &Path, config: Config) -> Result<Arc<Controller>, OpenError> {
+        Self::open_with(data_dir, config, crate::cloud::Cloud::default_connector())
+    }
+
+    /// Opens with the given cloud connector (fakes in tests).
+    pub fn open_with(
+        data_dir: &Path,
+        config: Config,
+        connector: Arc<dyn crate::cloud::Connector>,
+    ) -> Result<Arc<Controller>, OpenError> {
         if !Pki::exists(data_dir) {
             return Err(OpenError::NotInitialised(data_dir.to_path_buf()));
         }
@@ -76,6 +87,11 @@ impl Controller {
         };
         let envs: Vec<_> = store.envs.list()?.into_iter().map(|(_, e)| e).collect();
         let envs = Envs::load(&envs);
+        // The cluster's name tags this controller's cloud instances.
+        let controller_id = store
+            .meta
+            .get(META_CLUSTER)?
+            .unwrap_or_else(|| "metrom".to_string());
         Ok(Arc::new(Controller {
             config,
             data_dir: data_dir.to_path_buf(),
@@ -88,6 +104,7 @@ impl Controller {
             advertise,
             envs,
             activity: Default::default(),
+            cloud: crate::cloud::Cloud::new(controller_id, connector),
         }))
     }
 

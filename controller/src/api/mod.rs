@@ -15,6 +15,7 @@
 //! decided here only.
 
 mod audit;
+mod cloud;
 pub mod docker_archives;
 mod envs;
 mod hosts;
@@ -106,7 +107,13 @@ pub fn access(call: &Call) -> Access {
         | Call::UserList
         | Call::UserRemove { .. }
         | Call::UserSetRole { .. }
-        | Call::QuotaSet(_) => Access::Admin,
+        | Call::QuotaSet(_)
+        | Call::CloudAdd(_)
+        | Call::CloudList
+        | Call::CloudRemove { .. }
+        | Call::CloudSync
+        | Call::CloudInstances
+        | Call::CloudGc { .. } => Access::Admin,
     }
 }
 
@@ -202,6 +209,12 @@ async fn route(
             audit::list(ctrl, caller, user.as_deref(), since, limit)
         }
         Call::ReportUsage { since } => audit::usage(ctrl, caller, since),
+        Call::CloudAdd(spec) => cloud::add(ctrl, caller, spec).await,
+        Call::CloudList => cloud::list(ctrl),
+        Call::CloudRemove { name } => cloud::remove(ctrl, &name).await,
+        Call::CloudSync => cloud::sync(ctrl).await,
+        Call::CloudInstances => cloud::instances(ctrl),
+        Call::CloudGc { instance_ids } => cloud::gc(ctrl, instance_ids).await,
     }
 }
 
@@ -365,6 +378,25 @@ mod tests {
                 limit: 0,
             },
             Call::ReportUsage { since: None },
+            Call::CloudAdd(metrom_protocol::messages::api::CloudAccountSpec {
+                name: n(),
+                provider: "aws".into(),
+                region: n(),
+                profile: None,
+                endpoint: None,
+                subnet: None,
+                security_group: None,
+                key_name: None,
+                image_map: Default::default(),
+                verify: false,
+            }),
+            Call::CloudList,
+            Call::CloudRemove { name: n() },
+            Call::CloudSync,
+            Call::CloudInstances,
+            Call::CloudGc {
+                instance_ids: vec![n()],
+            },
         ]
     }
 
@@ -373,8 +405,11 @@ mod tests {
         for call in every_call() {
             let read = access(&call) == Access::Read;
             // Every change is audited; reads are not. TokenList and UserList
-            // are admin-only reads.
-            let admin_read = matches!(call, Call::TokenList | Call::UserList);
+            // are admin-only reads, and so are the cloud accounts and instances.
+            let admin_read = matches!(
+                call,
+                Call::TokenList | Call::UserList | Call::CloudList | Call::CloudInstances
+            );
             assert_eq!(
                 read || admin_read,
                 !call.is_mutation(),

@@ -256,11 +256,15 @@ pub fn events(ctrl: &Controller, env: &EnvId, limit: usize) -> Result<Vec<EventV
 
 /// The API's view of an environment.
 pub fn view(ctrl: &Controller, r: &EnvRecord, events: Vec<EventView>) -> EnvView {
-    let host_name = r
-        .host
-        .as_ref()
-        .and_then(|h| ctrl.store.hosts.get(h.as_str()).ok().flatten())
-        .map(|h| h.name);
+    // A cloud environment's place is `aws:ACCOUNT/REGION`.
+    let host_name = match &r.cloud {
+        Some(c) => Some(c.place()),
+        None => r
+            .host
+            .as_ref()
+            .and_then(|h| ctrl.store.hosts.get(h.as_str()).ok().flatten())
+            .map(|h| h.name),
+    };
     let params = r
         .params
         .iter()

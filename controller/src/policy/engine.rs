@@ -313,6 +313,7 @@ mod tests {
             timings: Default::default(),
             deleted_at: None,
             policy: EnvPolicy::default(),
+            cloud: None,
         }
     }
 

@@ -227,6 +227,9 @@ pub struct EnvRecord {
     /// changed the power, when) are one write.
     #[serde(default)]
     pub policy: EnvPolicy,
+    /// Where it runs in a cloud (runtime `cloud`): account, region, instance.
+    #[serde(default)]
+    pub cloud: Option<crate::cloud::CloudPlacement>,
 }
 
 /// An environment's effective lifecycle policies and what they have done.
@@ -360,4 +363,29 @@ pub struct DockerArchiveRecord {
     pub images: Vec<String>,
     pub imported_at: Timestamp,
     pub imported_by: String,
+}
+
+/// A cloud account (`metrom cloud add`). No credentials: the controller
+/// takes them from its environment or the named AWS profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudAccountRecord {
+    pub name: String,
+    /// "aws".
+    pub provider: String,
+    pub region: String,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub security_group: Option<String>,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// Template image name → machine image id.
+    #[serde(default)]
+    pub image_map: BTreeMap<String, String>,
+    pub added_at: Timestamp,
+    pub added_by: String,
 }
