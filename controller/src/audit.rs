@@ -163,7 +163,11 @@ pub fn describe(call: &Call) -> (String, String, String) {
         Call::CloudGc { instance_ids } => s(
             "cloud gc",
             "",
-            format!("{} instances: {}", instance_ids.len(), instance_ids.join(", ")),
+            format!(
+                "{} instances: {}",
+                instance_ids.len(),
+                instance_ids.join(", ")
+            ),
         ),
         // Reads are not audited; name them anyway, by variant only.
         other => {

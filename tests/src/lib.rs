@@ -6,6 +6,7 @@
 //! command does).
 
 pub mod bench;
+pub mod ec2;
 pub mod proc;
 
 use std::net::UdpSocket;
@@ -68,6 +69,7 @@ pub struct Cluster {
     pub identity: PathBuf,
     controller: Option<Child>,
     extra_serve_args: Vec<String>,
+    controller_env: Vec<(String, String)>,
     agents: Vec<Agent>,
 }
 
@@ -113,6 +115,7 @@ impl Cluster {
             port,
             controller: None,
             extra_serve_args: extra.iter().map(|s| s.to_string()).collect(),
+            controller_env: Vec::new(),
             agents: Vec::new(),
         };
         c.start_controller();
@@ -149,6 +152,24 @@ impl Cluster {
                 HEARTBEAT_TTL,
             ]);
         }
+        // AWS credentials only as a test gives them: none inherited, no
+        // shared files but the test's own, no instance metadata lookups.
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("AWS_CONFIG_FILE", self.dir.path().join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir.path().join("aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd.envs(self.controller_env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .args(&self.extra_serve_args)
             .env("RUST_LOG", "info,metrom_controller=debug")
@@ -172,6 +193,15 @@ impl Cluster {
             }
             self.metrom(&["status"]).status.success().then_some(())
         });
+    }
+
+    /// Environment variables for the controller process (e.g. AWS
+    /// credentials), from its next start on.
+    pub fn set_controller_env(&mut self, vars: &[(&str, &str)]) {
+        for (k, v) in vars {
+            self.controller_env.retain(|(key, _)| key != k);
+            self.controller_env.push((k.to_string(), v.to_string()));
+        }
     }
 
     /// Appends lines to the controller's `controller.toml` and restarts it.

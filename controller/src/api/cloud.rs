@@ -74,7 +74,12 @@ pub(super) fn list(ctrl: &Controller) -> ApiResponse {
 }
 
 pub(super) async fn remove(ctrl: &Controller, name: &str) -> ApiResponse {
-    if !ctrl.store.cloud_accounts.contains(name).map_err(store_err)? {
+    if !ctrl
+        .store
+        .cloud_accounts
+        .contains(name)
+        .map_err(store_err)?
+    {
         return Err(not_found(name));
     }
     let living: Vec<String> = envs_in(ctrl, name)?.into_iter().map(|e| e.name).collect();
@@ -87,10 +92,7 @@ pub(super) async fn remove(ctrl: &Controller, name: &str) -> ApiResponse {
             if living.len() == 1 { "it" } else { "them" },
         )));
     }
-    ctrl.store
-        .cloud_accounts
-        .remove(name)
-        .map_err(store_err)?;
+    ctrl.store.cloud_accounts.remove(name).map_err(store_err)?;
     durable(ctrl).await?;
     ctrl.cloud.forget(name).await;
     Ok(Reply::Done {

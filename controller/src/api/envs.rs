@@ -355,7 +355,12 @@ pub(super) async fn rebuild(
             }
         ),
     );
-    event(ctrl, &r.id, "scheduled", scheduled_text(ctrl, &updated, why));
+    event(
+        ctrl,
+        &r.id,
+        "scheduled",
+        scheduled_text(ctrl, &updated, why),
+    );
     durable(ctrl).await?;
     ctrl.envs.nudge.notify_one();
     Ok(Reply::Env(view(ctrl, &updated, vec![])))
@@ -534,7 +539,13 @@ enum Target {
 }
 
 impl Target {
-    fn parts(&self) -> (RuntimeKind, Option<HostId>, Option<crate::cloud::CloudPlacement>) {
+    fn parts(
+        &self,
+    ) -> (
+        RuntimeKind,
+        Option<HostId>,
+        Option<crate::cloud::CloudPlacement>,
+    ) {
         match self {
             Target::Host(p) => (p.runtime, Some(p.host.clone()), None),
             Target::Cloud(c, _) => (RuntimeKind::Cloud, None, Some(c.clone())),
@@ -581,7 +592,10 @@ fn place_any(
         Err(e) => Err(match on_prem {
             Some(p) => ApiError::new(
                 ErrorKind::NoCapacity,
-                format!("{}; the template allows the cloud, but {}", p.message, e.message),
+                format!(
+                    "{}; the template allows the cloud, but {}",
+                    p.message, e.message
+                ),
             ),
             None => e,
         }),

@@ -157,17 +157,23 @@ async fn gc(client: &Client, yes: bool, fmt: Format) -> Result<(), CliError> {
     let orphans: Vec<_> = inv
         .instances
         .iter()
-        .filter(|i| i.ownership == "orphan" && i.state != "terminated" && i.state != "shutting-down")
+        .filter(|i| {
+            i.ownership == "orphan" && i.state != "terminated" && i.state != "shutting-down"
+        })
         .collect();
     print_errors(&inv);
     if orphans.is_empty() {
         match fmt {
-            Format::Json => output::print_json(&serde_json::json!({"terminated": [], "skipped": []})),
+            Format::Json => {
+                output::print_json(&serde_json::json!({"terminated": [], "skipped": []}))
+            }
             Format::Table => println!("no orphans"),
         }
         return Ok(());
     }
-    let mut t = Table::new(&["ACCOUNT", "INSTANCE", "STATE", "TYPE", "NAME", "ENV ID", "OWNER"]);
+    let mut t = Table::new(&[
+        "ACCOUNT", "INSTANCE", "STATE", "TYPE", "NAME", "ENV ID", "OWNER",
+    ]);
     for i in &orphans {
         t.row(vec![
             i.account.clone(),
@@ -228,7 +234,11 @@ fn print_accounts(accounts: &[CloudAccountView]) {
         "NAME", "PROVIDER", "REGION", "ENDPOINT", "PROFILE", "IMAGES", "ENVS", "SYNCED", "ERROR",
     ]);
     for a in accounts {
-        let images: Vec<String> = a.image_map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let images: Vec<String> = a
+            .image_map
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         t.row(vec![
             a.name.clone(),
             a.provider.clone(),

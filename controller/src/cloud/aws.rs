@@ -116,9 +116,7 @@ impl CloudProvider for Aws {
 fn instance(i: metrom_cloud_aws::Instance) -> Instance {
     Instance {
         state: InstanceState::parse(&i.state),
-        launched_at: i
-            .launch_time
-            .and_then(|s| Timestamp::from_second(s).ok()),
+        launched_at: i.launch_time.and_then(|s| Timestamp::from_second(s).ok()),
         tags: i.tags.into_iter().collect(),
         id: i.id,
         instance_type: i.instance_type,

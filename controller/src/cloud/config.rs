@@ -108,10 +108,7 @@ impl CloudConfig {
             return bad("max_attempts", "must be 1 to 20".into());
         }
         if self.initial_backoff > self.max_backoff {
-            return bad(
-                "initial_backoff",
-                "must not exceed max_backoff".into(),
-            );
+            return bad("initial_backoff", "must not exceed max_backoff".into());
         }
         if self.launch_concurrency == 0 {
             return bad("launch_concurrency", "must be at least 1".into());
@@ -120,10 +117,7 @@ impl CloudConfig {
         for (i, t) in self.instance_types.iter().enumerate() {
             let key = format!("instance_types[{i}]");
             if t.name.is_empty() || !seen.insert(t.name.clone()) {
-                return bad(
-                    &key,
-                    format!("name '{}' is empty or listed twice", t.name),
-                );
+                return bad(&key, format!("name '{}' is empty or listed twice", t.name));
             }
             if t.vcpus == 0 {
                 return bad(&key, format!("{}: vcpus must be at least 1", t.name));

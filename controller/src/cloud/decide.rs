@@ -97,7 +97,10 @@ pub fn decide(env: &EnvRecord, instances: &[&Instance], now: Timestamp) -> Plan 
         plan.terminate.push(extra.id.clone());
         plan.events.push((
             "duplicate".into(),
-            format!("terminating {}: a second instance of build {}", extra.id, env.build),
+            format!(
+                "terminating {}: a second instance of build {}",
+                extra.id, env.build
+            ),
         ));
     }
 
@@ -108,8 +111,8 @@ pub fn decide(env: &EnvRecord, instances: &[&Instance], now: Timestamp) -> Plan 
         let listed = instances.iter().find(|i| i.id == id);
         // EC2 lists a new instance a moment after launching it: one never
         // seen yet is not gone.
-        let unseen = listed.is_none()
-            && matches!(env.state, EnvState::Scheduled | EnvState::Provisioning);
+        let unseen =
+            listed.is_none() && matches!(env.state, EnvState::Scheduled | EnvState::Provisioning);
         if recorded_gone && unseen {
             return plan;
         }
@@ -148,7 +151,10 @@ pub fn decide(env: &EnvRecord, instances: &[&Instance], now: Timestamp) -> Plan 
             if env.state == EnvState::Stopped {
                 plan.events.push((
                     "drift".into(),
-                    format!("instance {} was started outside Metrom; stopping it again", inst.id),
+                    format!(
+                        "instance {} was started outside Metrom; stopping it again",
+                        inst.id
+                    ),
                 ));
             }
             plan.stop.push(inst.id.clone());
@@ -157,7 +163,10 @@ pub fn decide(env: &EnvRecord, instances: &[&Instance], now: Timestamp) -> Plan 
             if env.state == EnvState::Running {
                 plan.events.push((
                     "drift".into(),
-                    format!("instance {} was stopped outside Metrom; starting it again", inst.id),
+                    format!(
+                        "instance {} was stopped outside Metrom; starting it again",
+                        inst.id
+                    ),
                 ));
             }
             plan.start.push(inst.id.clone());
@@ -285,7 +294,10 @@ mod tests {
         assert!(p.events.is_empty(), "a requested start is no drift");
 
         let e = recorded(env(Desired::Deleted, EnvState::Stopped, 1), "i-1");
-        assert_eq!(decide(&e, &[&stopped], now).terminate, vec!["i-1".to_string()]);
+        assert_eq!(
+            decide(&e, &[&stopped], now).terminate,
+            vec!["i-1".to_string()]
+        );
         let gone = inst("i-1", &e, 1, InstanceState::Terminated);
         assert_eq!(decide(&e, &[&gone], now).mark, Some(EnvState::Deleted));
         assert_eq!(decide(&e, &[], now).mark, Some(EnvState::Deleted));

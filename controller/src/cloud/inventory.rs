@@ -206,7 +206,11 @@ mod tests {
             vec![inst("f", &[]), inst("o", &[(TAG_CONTROLLER, "c1")])],
         );
         inv.record("a", "c1", false, vec![inst("n", &[(TAG_CONTROLLER, "c1")])]);
-        let ids: Vec<_> = inv.accounts["a"].instances.iter().map(|i| i.id.as_str()).collect();
+        let ids: Vec<_> = inv.accounts["a"]
+            .instances
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect();
         assert_eq!(ids, ["f", "n"]);
     }
 }

@@ -107,14 +107,19 @@ mod tests {
 
     #[test]
     fn large_user_data_is_gzipped_and_too_large_refused() {
-        assert_eq!(user_data("a", "#cloud-config\n".into()).unwrap(), b"#cloud-config\n");
+        assert_eq!(
+            user_data("a", "#cloud-config\n".into()).unwrap(),
+            b"#cloud-config\n"
+        );
         let big = format!("#cloud-config\n{}", "x".repeat(40_000));
         let packed = user_data("a", big).unwrap();
         assert_eq!(&packed[..2], &[0x1f, 0x8b]);
         let mut noise = String::new();
         let mut x: u64 = 1;
         for _ in 0..40_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             noise.push(char::from(b'a' + (x >> 59) as u8 % 26));
         }
         let err = user_data("a", noise).unwrap_err().to_string();

@@ -47,7 +47,9 @@ impl CloudPlacement {
 /// Why no cloud account can take an environment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloudPlaceError {
-    #[error("no cloud account is configured (an admin adds one with `metrom cloud add aws NAME --region R --image-map IMAGE=ami-…`)")]
+    #[error(
+        "no cloud account is configured (an admin adds one with `metrom cloud add aws NAME --region R --image-map IMAGE=ami-…`)"
+    )]
     NoAccount,
     #[error(
         "no instance type in controller.toml [[cloud.instance_types]] has {vcpus} vCPUs and {memory_mb} MiB (largest: {largest}); add a larger type"
@@ -168,11 +170,25 @@ mod tests {
     fn the_smallest_type_that_fits_is_chosen() {
         let table = CloudConfig::default().instance_types;
         assert_eq!(instance_type(&table, res(1, 512)).unwrap().name, "t3.micro");
-        assert_eq!(instance_type(&table, res(2, 4096)).unwrap().name, "t3.medium");
-        assert_eq!(instance_type(&table, res(2, 4097)).unwrap().name, "t3.large");
-        assert_eq!(instance_type(&table, res(3, 1024)).unwrap().name, "t3.xlarge");
-        let err = instance_type(&table, res(64, 512 * 1024)).unwrap_err().to_string();
-        assert!(err.contains("m5.16xlarge") && err.contains("[[cloud.instance_types]]"), "{err}");
+        assert_eq!(
+            instance_type(&table, res(2, 4096)).unwrap().name,
+            "t3.medium"
+        );
+        assert_eq!(
+            instance_type(&table, res(2, 4097)).unwrap().name,
+            "t3.large"
+        );
+        assert_eq!(
+            instance_type(&table, res(3, 1024)).unwrap().name,
+            "t3.xlarge"
+        );
+        let err = instance_type(&table, res(64, 512 * 1024))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m5.16xlarge") && err.contains("[[cloud.instance_types]]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -120,7 +120,10 @@ impl InstanceState {
 
     /// Neither terminated nor on its way there.
     pub fn alive(&self) -> bool {
-        !matches!(self, InstanceState::ShuttingDown | InstanceState::Terminated)
+        !matches!(
+            self,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
     }
 
     /// Billed for compute.

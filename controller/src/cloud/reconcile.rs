@@ -151,11 +151,12 @@ async fn account_pass(
             by_env.entry(e.to_string()).or_default().push(i.clone());
         }
     }
-    ctrl.cloud
-        .inventory
-        .lock()
-        .expect("inventory lock")
-        .record(&account.name, &controller, full, list);
+    ctrl.cloud.inventory.lock().expect("inventory lock").record(
+        &account.name,
+        &controller,
+        full,
+        list,
+    );
 
     let work: Vec<(EnvRecord, Vec<Instance>, Plan)> = envs
         .into_iter()
@@ -282,7 +283,10 @@ fn mark_launch_sent(ctrl: &Controller, env: &EnvRecord) {
 /// with the reason (and are retried later); a deletion that never sent a
 /// launch is done, since nothing can exist.
 fn not_reached(ctrl: &Controller, env: &EnvRecord, e: &CloudError, now: Timestamp) {
-    let sent = env.cloud.as_ref().is_some_and(|c| c.launch_sent || c.instance_id.is_some());
+    let sent = env
+        .cloud
+        .as_ref()
+        .is_some_and(|c| c.launch_sent || c.instance_id.is_some());
     if env.desired == Desired::Deleted && !sent {
         let plan = Plan {
             mark: Some(EnvState::Deleted),
@@ -409,7 +413,12 @@ fn record(
                 .timings
                 .requested_at
                 .zip(after.timings.running_at)
-                .map(|(a, b)| format!(" {:.1}s after it was requested", b.duration_since(a).as_secs_f64()))
+                .map(|(a, b)| {
+                    format!(
+                        " {:.1}s after it was requested",
+                        b.duration_since(a).as_secs_f64()
+                    )
+                })
                 .unwrap_or_default();
             event(
                 ctrl,
@@ -428,5 +437,8 @@ fn record(
 }
 
 fn place(r: &EnvRecord) -> String {
-    r.cloud.as_ref().map(CloudPlacement::place).unwrap_or_default()
+    r.cloud
+        .as_ref()
+        .map(CloudPlacement::place)
+        .unwrap_or_default()
 }
