@@ -129,3 +129,22 @@ if [ "$local_id" != "$pushed_id" ] || ! curl -fsS "http://$REGISTRY/v2/metrom-te
     echo "$local_id" >"$REGDIR/pushed"
 fi
 say "test images: $TEST_IMAGE (local and in $REGISTRY)"
+
+# --- EC2-compatible server (moto) --------------------------------------------
+# moto_server in its own venv; the cloud tests start it themselves on a free
+# 127.0.0.1 port (tests/src/ec2.rs looks here first, then $METROM_MOTO_SERVER,
+# then PATH). Debian's python3 needs python3-venv for `python3 -m venv`.
+MOTO_VENV=/opt/metrom-tests/moto
+if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed"; then
+    say "installing: python3-venv"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends python3-venv
+fi
+if ! "$MOTO_VENV/bin/python" -c 'import moto.server, flask' >/dev/null 2>&1 || [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+    say "installing moto[server] into $MOTO_VENV"
+    mkdir -p "$(dirname "$MOTO_VENV")"
+    /usr/bin/python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+fi
+say "moto: $("$MOTO_VENV/bin/python" -c 'import moto; print(moto.__version__)') at $MOTO_VENV/bin/moto_server"
