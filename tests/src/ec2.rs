@@ -286,10 +286,10 @@ impl Xml {
         // Each step consumes at least one byte.
         while let Some(lt) = rest.find('<') {
             let text = &rest[..lt];
-            if !text.trim().is_empty() {
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&unescape(text.trim()));
-                }
+            if !text.trim().is_empty()
+                && let Some(top) = stack.last_mut()
+            {
+                top.text.push_str(&unescape(text.trim()));
             }
             let Some(gt) = rest[lt..].find('>') else {
                 break;

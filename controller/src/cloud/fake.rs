@@ -101,12 +101,12 @@ impl FakeCloud {
     fn set_all(&self, ids: &[String], from: &[InstanceState], to: InstanceState) {
         let mut g = self.lock();
         for id in ids {
-            if let Some(i) = g.instances.get_mut(id) {
-                if from.contains(&i.state) {
-                    i.state = to;
-                    if to == InstanceState::Pending {
-                        i.launched_at = Some(Timestamp::now());
-                    }
+            if let Some(i) = g.instances.get_mut(id)
+                && from.contains(&i.state)
+            {
+                i.state = to;
+                if to == InstanceState::Pending {
+                    i.launched_at = Some(Timestamp::now());
                 }
             }
         }

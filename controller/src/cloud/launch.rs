@@ -26,8 +26,9 @@ pub enum LaunchError {
     #[error("template {template}: {source}")]
     Template {
         template: String,
+        /// Boxed: a template error is large and this one is rare.
         #[source]
-        source: metrom_protocol::template::TemplateError,
+        source: Box<metrom_protocol::template::TemplateError>,
     },
     #[error(
         "the cloud-init user-data of {name} is {size} bytes compressed; EC2 takes at most 16 KiB: make the template's files smaller"
@@ -45,7 +46,7 @@ pub fn spec(
     let s = spec::build(ctrl, env)?;
     let template_err = |source| LaunchError::Template {
         template: env.template.clone(),
-        source,
+        source: Box::new(source),
     };
     let t = metrom_protocol::template::parse(s.template.files.clone()).map_err(template_err)?;
     let guest = GuestSettings::from_site(&s.site, &t);

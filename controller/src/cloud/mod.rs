@@ -37,12 +37,16 @@ pub use provider::{CloudError, CloudErrorKind, CloudProvider, Connector};
 
 use crate::store::CloudAccountRecord;
 
+/// A connected provider and the account record it was made from.
+type Connected = (CloudAccountRecord, Arc<dyn CloudProvider>);
+
 /// The broker's state in the controller.
 pub struct Cloud {
     /// The `metrom:controller` tag value: the cluster's name.
     pub controller_id: String,
     connector: Arc<dyn Connector>,
-    providers: tokio::sync::Mutex<HashMap<String, (CloudAccountRecord, Arc<dyn CloudProvider>)>>,
+    /// Connected providers by account name, with the record they were made from.
+    providers: tokio::sync::Mutex<HashMap<String, Connected>>,
     pub(crate) inventory: Mutex<inventory::Inventory>,
     /// Wakes the cloud reconciler.
     pub nudge: Notify,
@@ -84,10 +88,10 @@ impl Cloud {
         config: &CloudConfig,
     ) -> Result<Arc<dyn CloudProvider>, CloudError> {
         let mut providers = self.providers.lock().await;
-        if let Some((rec, p)) = providers.get(&account.name) {
-            if rec == account {
-                return Ok(p.clone());
-            }
+        if let Some((rec, p)) = providers.get(&account.name)
+            && rec == account
+        {
+            return Ok(p.clone());
         }
         let p = self
             .connector

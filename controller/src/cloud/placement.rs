@@ -69,10 +69,10 @@ pub enum CloudPlaceError {
 
 /// The smallest instance type with at least these vCPUs and memory: fewest
 /// vCPUs, then least memory, then cheapest, then by name.
-pub fn instance_type<'a>(
-    table: &'a [InstanceType],
+pub fn instance_type(
+    table: &[InstanceType],
     want: Resources,
-) -> Result<&'a InstanceType, CloudPlaceError> {
+) -> Result<&InstanceType, CloudPlaceError> {
     table
         .iter()
         .filter(|t| t.vcpus >= want.vcpus && t.memory_mb() >= want.memory_mb)

@@ -389,10 +389,10 @@ fn record(
     for (kind, message) in &plan.events {
         event(ctrl, &after.id, kind, message.clone());
     }
-    if let Some(e) = &outcome.error {
-        if first_failure || after.state != env.state {
-            event(ctrl, &after.id, "cloud_error", e.message.clone());
-        }
+    if let Some(e) = &outcome.error
+        && (first_failure || after.state != env.state)
+    {
+        event(ctrl, &after.id, "cloud_error", e.message.clone());
     }
     if after.state == env.state {
         return;
