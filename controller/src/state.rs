@@ -72,10 +72,10 @@ impl Controller {
         let now = Timestamp::now();
         let mut serials = Vec::new();
         for (serial, cert) in store.revoked.list()? {
-            if cert.not_after > now {
-                if let Ok(bytes) = hex::decode(&serial) {
-                    serials.push(bytes);
-                }
+            if cert.not_after > now
+                && let Ok(bytes) = hex::decode(&serial)
+            {
+                serials.push(bytes);
             }
         }
         let advertise = match &config.advertise {

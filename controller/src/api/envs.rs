@@ -49,12 +49,12 @@ pub(super) async fn create(
     let site = &ctrl.config.policies;
     let effective = levels::effective(site, &t.manifest.policies, &overrides)
         .map_err(|e| ApiError::invalid(format!("environment {}: {e}", req.name)))?;
-    if let Some(h) = &req.host {
-        if !ctrl.store.hosts.contains(h.as_str()).map_err(store_err)? {
-            return Err(ApiError::not_found(format!(
-                "no host {h}; see `metrom host list`"
-            )));
-        }
+    if let Some(h) = &req.host
+        && !ctrl.store.hosts.contains(h.as_str()).map_err(store_err)?
+    {
+        return Err(ApiError::not_found(format!(
+            "no host {h}; see `metrom host list`"
+        )));
     }
     let now = Timestamp::now();
     let id = EnvId::generate();
@@ -334,10 +334,8 @@ pub(super) async fn rebuild(
         (updated, target.why())
     };
     let (updated, why) = updated;
-    if elsewhere {
-        if let Some(old) = old_host.filter(|h| Some(h) != updated.host.as_ref()) {
-            crate::envs::reports::remove_from(ctrl, &old, &updated);
-        }
+    if elsewhere && let Some(old) = old_host.filter(|h| Some(h) != updated.host.as_ref()) {
+        crate::envs::reports::remove_from(ctrl, &old, &updated);
     }
     event(
         ctrl,
@@ -477,12 +475,12 @@ fn place(
     name: &str,
 ) -> Result<Placement, ApiError> {
     let mut hosts = host_snapshots(ctrl).map_err(store_err)?;
-    if let Some((h, res)) = own {
-        if let Some(snap) = hosts.iter_mut().find(|s| s.id == h) {
-            snap.allocated.vcpus = snap.allocated.vcpus.saturating_sub(res.vcpus);
-            snap.allocated.memory_mb = snap.allocated.memory_mb.saturating_sub(res.memory_mb);
-            snap.allocated.disk_gb = snap.allocated.disk_gb.saturating_sub(res.disk_gb);
-        }
+    if let Some((h, res)) = own
+        && let Some(snap) = hosts.iter_mut().find(|s| s.id == h)
+    {
+        snap.allocated.vcpus = snap.allocated.vcpus.saturating_sub(res.vcpus);
+        snap.allocated.memory_mb = snap.allocated.memory_mb.saturating_sub(res.memory_mb);
+        snap.allocated.disk_gb = snap.allocated.disk_gb.saturating_sub(res.disk_gb);
     }
     scheduler::place(&hosts, request, &ctrl.config.scheduler)
         .map_err(|e| ApiError::new(ErrorKind::NoCapacity, format!("cannot place {name}: {e}")))

@@ -28,13 +28,14 @@ pub(super) async fn push(
     let name = t.manifest.name.clone();
     let version = t.digest.clone();
     let existing = ctrl.store.templates.get(&name).map_err(store_err)?;
-    if let Some(rec) = &existing {
-        if rec.owner != caller.name && !caller.is_admin() {
-            return Err(ApiError::denied(format!(
-                "template {name} belongs to {}; push your variant under another name (change `name` in metrom.toml)",
-                rec.owner
-            )));
-        }
+    if let Some(rec) = &existing
+        && rec.owner != caller.name
+        && !caller.is_admin()
+    {
+        return Err(ApiError::denied(format!(
+            "template {name} belongs to {}; push your variant under another name (change `name` in metrom.toml)",
+            rec.owner
+        )));
     }
     let key = format!("{name}@{version}");
     let created = !ctrl

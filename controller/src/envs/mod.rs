@@ -335,10 +335,10 @@ fn phases(r: &EnvRecord) -> Vec<PhaseView> {
 
 /// Finds an environment by name or id.
 pub fn find(ctrl: &Controller, name_or_id: &str) -> Result<Option<EnvRecord>, StoreError> {
-    if let Ok(id) = EnvId::parse(name_or_id) {
-        if let Some(r) = ctrl.store.envs.get(id.as_str())? {
-            return Ok(Some(r));
-        }
+    if let Ok(id) = EnvId::parse(name_or_id)
+        && let Some(r) = ctrl.store.envs.get(id.as_str())?
+    {
+        return Ok(Some(r));
     }
     match ctrl.envs.named(name_or_id) {
         Some(id) => ctrl.store.envs.get(id.as_str()),
