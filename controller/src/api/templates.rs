@@ -258,7 +258,9 @@ fn runtime_name(r: &RuntimePref) -> String {
     .to_string()
 }
 
-/// A template whose VMs boot from a base image needs that image imported.
+/// A template whose VMs boot from a base image needs that image imported,
+/// or, when it may run in the cloud, mapped to a machine image by a cloud
+/// account.
 fn check_image(ctrl: &Controller, t: &Template) -> Result<(), ApiError> {
     let needs_image = t
         .manifest
@@ -269,6 +271,18 @@ fn check_image(ctrl: &Controller, t: &Template) -> Result<(), ApiError> {
         return Ok(());
     };
     if !needs_image || ctrl.store.images.contains(image).map_err(store_err)? {
+        return Ok(());
+    }
+    let cloud_ok = t.manifest.runtime.contains(&RuntimePref::Cloud);
+    let mapped = cloud_ok
+        && ctrl
+            .store
+            .cloud_accounts
+            .list()
+            .map_err(store_err)?
+            .iter()
+            .any(|(_, a)| a.image_map.contains_key(image));
+    if mapped {
         return Ok(());
     }
     let line = t
@@ -282,9 +296,14 @@ fn check_image(ctrl: &Controller, t: &Template) -> Result<(), ApiError> {
                 .map(|i| format!(" line {}", i + 1))
         })
         .unwrap_or_default();
+    let or_map = if cloud_ok {
+        format!(" (or map it for the cloud: metrom cloud add … --image-map {image}=ami-…)")
+    } else {
+        String::new()
+    };
     Err(ApiError::invalid(format!(
         "template {}: metrom.toml{line}: key 'image': base image '{image}' is not in the image store; \
-         import it first (metrom image import FILE --name {image}) or see `metrom image list`",
+         import it first (metrom image import FILE --name {image}){or_map} or see `metrom image list`",
         t.manifest.name
     )))
 }

@@ -10,6 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use metrom_controller::cli::client::Client;
+use metrom_protocol::identity::IdentityBundle;
+use metrom_protocol::messages::api::{Call, CloudGcView, Reply};
 use metrom_tests::ec2::{Ec2Instance, Fault, FaultProxy, Moto, REGION, free_tcp_port};
 use metrom_tests::{Cluster, stderr, stdout, wait_for};
 use serde_json::Value;
@@ -99,6 +102,51 @@ fn instance_of(moto: &Moto, env_id: &str) -> Ec2Instance {
     live.into_iter().next().unwrap()
 }
 
+/// A cloud-init `write_files` entry's content, decoded.
+fn decode_file(f: &Value) -> String {
+    use base64::Engine;
+    use std::io::Read;
+    let content = f["content"].as_str().unwrap();
+    let b64 = || {
+        base64::engine::general_purpose::STANDARD
+            .decode(content)
+            .expect("base64 content")
+    };
+    let bytes = match f["encoding"].as_str() {
+        Some("gz+b64") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&b64()[..])
+                .read_to_end(&mut out)
+                .expect("gzip content");
+            out
+        }
+        Some("b64") => b64(),
+        None => content.as_bytes().to_vec(),
+        Some(other) => panic!("unexpected encoding {other}: {f}"),
+    };
+    String::from_utf8(bytes).expect("text")
+}
+
+/// `CloudGc` through the API itself, with any instance ids (the CLI only
+/// ever sends the orphans it listed).
+fn gc_directly(c: &Cluster, instance_ids: Vec<String>) -> CloudGcView {
+    metrom_protocol::tls::install_default_provider();
+    let identity = IdentityBundle::load(&c.identity).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = Client::connect(&identity).await.unwrap();
+        let reply = client.call(Call::CloudGc { instance_ids }).await.unwrap();
+        client.close().await;
+        match reply {
+            Reply::CloudGc(v) => v,
+            other => panic!("unexpected answer to CloudGc: {other:?}"),
+        }
+    })
+}
+
 fn wait_instance_state(moto: &Moto, id: &str, state: &str) {
     wait_for(&format!("instance {id} to be {state}"), WAIT, || {
         (moto.instance(id).state == state).then_some(())
@@ -153,40 +201,75 @@ fn a_cloud_only_environment_launches_stops_starts_and_terminates_on_ec2() {
     assert_eq!(inst.tags["metrom:build"], "1");
     assert_eq!(inst.tags["Name"], "web");
 
-    // User-data: the kvm runtime's cloud-init, with the template's provisioning.
+    // User-data: the kvm runtime's cloud-init generator's document (the
+    // same keys, files and provisioning script a VM's seed ISO carries).
     let ud = String::from_utf8(moto.user_data(&inst.id)).expect("user-data is text");
     let doc: Value = serde_json::from_str(
         ud.strip_prefix("#cloud-config\n")
             .expect("a #cloud-config document"),
     )
     .expect("cloud-config as JSON");
+    let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "hostname",
+            "manage_etc_hosts",
+            "package_update",
+            "runcmd",
+            "ssh_pwauth",
+            "users",
+            "write_files"
+        ],
+        "{doc}"
+    );
     assert_eq!(doc["hostname"], "web");
     assert_eq!(doc["users"][0]["name"], "admin");
+    assert_eq!(
+        doc["runcmd"],
+        serde_json::json!([["/bin/sh", "/opt/metrom/provision.sh"]])
+    );
+    let paths: Vec<&str> = doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    let compose_dir = metrom_protocol::cloudinit::COMPOSE_DIR;
+    assert_eq!(
+        paths,
+        [
+            format!("{compose_dir}/compose.yaml"),
+            format!("{compose_dir}/metrom.toml"),
+            format!("{compose_dir}/.env"),
+            "/opt/metrom/provision.sh".to_string(),
+        ],
+        "the template's files, its parameters, the provisioning script"
+    );
     let file = |path: &str| -> String {
-        use base64::Engine;
         let f = doc["write_files"]
             .as_array()
             .unwrap()
             .iter()
             .find(|f| f["path"] == path)
             .unwrap_or_else(|| panic!("{path} not in write_files: {doc}"));
-        let content = f["content"].as_str().unwrap();
-        if f["encoding"] == "b64" {
-            String::from_utf8(
-                base64::engine::general_purpose::STANDARD
-                    .decode(content)
-                    .unwrap(),
-            )
-            .unwrap()
-        } else {
-            content.to_string()
-        }
+        decode_file(f)
     };
-    assert!(file("/opt/metrom/compose/compose.yaml").contains("cloud-marker-7f3"));
+    assert!(file(&format!("{compose_dir}/compose.yaml")).contains("cloud-marker-7f3"));
+    assert!(file(&format!("{compose_dir}/metrom.toml")).contains("name = \"cloudy\""));
     let script = file("/opt/metrom/provision.sh");
-    assert!(script.contains("/var/lib/metrom/ready"), "{script}");
-    assert!(script.contains("git"), "the template's packages: {script}");
-    assert!(script.contains("docker compose") || script.contains("docker-compose"));
+    assert!(
+        script.contains(&format!(
+            "# Written by Metrom: provisions environment web ({env_id}), build 1."
+        )),
+        "{script}"
+    );
+    assert!(
+        script.contains(metrom_protocol::cloudinit::READY_MARKER),
+        "{script}"
+    );
+    assert!(script.contains("'git'"), "the template's packages: {script}");
+    assert!(script.contains("'metrom-web'"), "the compose project: {script}");
 
     // Stop, start, delete map to the instance.
     c.ok(&["env", "stop", "web"]);
@@ -218,9 +301,10 @@ fn a_cloud_only_environment_launches_stops_starts_and_terminates_on_ec2() {
     assert_ne!(replaced.id, inst.id);
 
     c.ok(&["env", "delete", "web"]);
-    c.wait_env_state("web", "Deleted", WAIT);
+    // A deleted environment is shown by its id only.
+    c.wait_env_state(&env_id, "Deleted", WAIT);
     wait_instance_state(&moto, &replaced.id, "terminated");
-    let ev = events(&c, "web");
+    let ev = events(&c, &env_id);
     assert!(
         ev.iter()
             .any(|(k, m)| k == "launched" && m.contains(&inst.id)),
@@ -277,9 +361,9 @@ fn environments_burst_to_the_cloud_when_no_host_fits_and_a_ttl_deletes_them() {
         "{ev:?}"
     );
     // The ttl deletes it like any environment: desired state, then the instance.
-    c.wait_env_state("two", "Deleted", WAIT);
+    c.wait_env_state(&env_id, "Deleted", WAIT);
     wait_instance_state(&moto, &inst.id, "terminated");
-    let ev = events(&c, "two");
+    let ev = events(&c, &env_id);
     assert!(ev.iter().any(|(k, _)| k == "policy_delete"), "{ev:?}");
     assert_eq!(c.env("one")["state"], "Running");
 }
@@ -356,9 +440,26 @@ fn sync_lists_foreign_and_orphan_instances_corrects_drift_and_gc_terminates_only
     wait_instance_state(&moto, &orphan, "terminated");
     assert_eq!(moto.instance(&foreign).state, "running");
     assert_eq!(moto.instance(&ours.id).state, "running");
-    // gc is refused for anything but orphans, even when asked directly (audited).
+    // gc is refused for anything but orphans, even when the API is asked
+    // directly for them; every gc is audited.
+    let asked = vec![foreign.clone(), ours.id.clone(), orphan.clone()];
+    let gc = gc_directly(&c, asked);
+    assert!(gc.terminated.is_empty(), "{gc:?}");
+    let why = |id: &str| {
+        gc.skipped
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, w)| w.clone())
+            .unwrap_or_else(|| panic!("{id} not skipped: {gc:?}"))
+    };
+    assert!(why(&foreign).contains("not an instance tagged"), "{gc:?}");
+    assert!(why(&ours.id).contains(&format!("environment {env_id} owns it")), "{gc:?}");
+    assert!(why(&orphan).contains("already terminated"), "{gc:?}");
+    assert_eq!(moto.instance(&foreign).state, "running");
+    assert_eq!(moto.instance(&ours.id).state, "running");
     let audit: Vec<Value> = c.json(&["audit", "--limit", "0"]);
-    assert!(audit.iter().any(|a| a["action"] == "cloud gc"), "{audit:?}");
+    let gcs = audit.iter().filter(|a| a["action"] == "cloud gc").count();
+    assert_eq!(gcs, 2, "{audit:?}");
 
     let out = c.metrom(&["cloud", "remove", "main"]);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
@@ -478,7 +579,7 @@ fn an_unreachable_endpoint_fails_the_environment_with_the_reason_and_leaks_nothi
         &template(c.dir.path(), "cloudy", "[\"cloud\"]", 1, "512MiB"),
     );
 
-    c.ok(&["env", "create", "lost", "-t", "cloudy"]);
+    let lost: Value = c.json(&["env", "create", "lost", "-t", "cloudy"]);
     let v = c.wait_env_state("lost", "Failed", WAIT);
     let reason = v["reason"].as_str().unwrap();
     assert!(
@@ -487,7 +588,7 @@ fn an_unreachable_endpoint_fails_the_environment_with_the_reason_and_leaks_nothi
     );
     // Never launched: deleting it needs no call.
     c.ok(&["env", "delete", "lost"]);
-    c.wait_env_state("lost", "Deleted", WAIT);
+    c.wait_env_state(lost["id"].as_str().unwrap(), "Deleted", WAIT);
     let accounts: Vec<Value> = c.json(&["cloud", "list"]);
     assert!(
         accounts[0]["last_error"]
@@ -504,7 +605,7 @@ fn an_unreachable_endpoint_fails_the_environment_with_the_reason_and_leaks_nothi
     c.wait_env_state("waiting", "Running", WAIT);
     let inst = instance_of(&moto, created["id"].as_str().unwrap());
     c.ok(&["env", "delete", "waiting"]);
-    c.wait_env_state("waiting", "Deleted", WAIT);
+    c.wait_env_state(created["id"].as_str().unwrap(), "Deleted", WAIT);
     wait_instance_state(&moto, &inst.id, "terminated");
     let running: Vec<_> = moto
         .instances(None)
