@@ -7,16 +7,68 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::wait_for;
+use crate::{Cluster, wait_for};
 
 /// The region tests use.
 pub const REGION: &str = "us-east-1";
+/// A machine image moto knows; accounts map the test image `tiny` to it.
+pub const AMI: &str = "ami-12c6146b";
+/// The test secret key: it must never show up in any output or log.
+pub const SECRET: &str = "metrom-test-secret-Zq8x";
+
+/// Gives the cluster's controller test AWS credentials (from its next start).
+pub fn give_credentials(c: &mut Cluster) {
+    c.set_controller_env(&[
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+    ]);
+}
+
+/// `metrom cloud add aws NAME` at `endpoint`, mapping `tiny` to [`AMI`].
+pub fn add_account(c: &Cluster, name: &str, endpoint: &str, extra: &[&str]) {
+    let image_map = format!("tiny={AMI}");
+    let mut args = vec![
+        "cloud",
+        "add",
+        "aws",
+        name,
+        "--region",
+        REGION,
+        "--endpoint",
+        endpoint,
+        "--image-map",
+        &image_map,
+    ];
+    args.extend(extra);
+    c.ok(&args);
+}
+
+/// A template on base image `tiny` with the given runtimes (a TOML array),
+/// vCPUs and memory, a compose file with a marker, and a package.
+pub fn template(root: &Path, name: &str, runtime: &str, vcpus: u32, memory: &str) -> PathBuf {
+    let dir = root.join(format!("tpl-{name}"));
+    std::fs::create_dir_all(&dir).expect("template dir");
+    std::fs::write(
+        dir.join("metrom.toml"),
+        format!(
+            "name = \"{name}\"\nruntime = {runtime}\nimage = \"tiny\"\npackages = [\"git\"]\n\
+             [resources]\nvcpus = {vcpus}\nmemory = \"{memory}\"\ndisk = \"1GiB\"\n"
+        ),
+    )
+    .expect("metrom.toml");
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  web:\n    image: metrom-test/busybox:1\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]  # cloud-marker-7f3\n",
+    )
+    .expect("compose.yaml");
+    dir
+}
 
 /// A free TCP port on loopback (bound and released).
 pub fn free_tcp_port() -> u16 {
@@ -123,7 +175,7 @@ impl Moto {
     pub fn run_instance(&self, tags: &[(&str, &str)]) -> String {
         let mut params: Vec<(String, String)> = [
             ("Action", "RunInstances"),
-            ("ImageId", "ami-12c6146b"),
+            ("ImageId", AMI),
             ("InstanceType", "t3.micro"),
             ("MinCount", "1"),
             ("MaxCount", "1"),

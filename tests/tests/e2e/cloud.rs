@@ -7,72 +7,29 @@
 //! error paths — missing and refused credentials, throttling and 5xx retried
 //! with backoff, an unreachable endpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use metrom_controller::cli::client::Client;
 use metrom_protocol::identity::IdentityBundle;
 use metrom_protocol::messages::api::{Call, CloudGcView, Reply};
-use metrom_tests::ec2::{Ec2Instance, Fault, FaultProxy, Moto, REGION, free_tcp_port};
+use metrom_tests::ec2::{
+    self, AMI, Ec2Instance, Fault, FaultProxy, Moto, REGION, SECRET, add_account, free_tcp_port,
+    template,
+};
 use metrom_tests::{Cluster, stderr, stdout, wait_for};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
-const AMI: &str = "ami-12c6146b";
-/// A secret that must never show up in any output or log.
-const SECRET: &str = "metrom-test-secret-Zq8x";
-
 /// A cluster whose controller has test credentials and quick cloud timings.
 fn cluster() -> Cluster {
     let mut c = Cluster::start();
-    c.set_controller_env(&[
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", SECRET),
-    ]);
+    ec2::give_credentials(&mut c);
     c.configure(
         "policy_interval = \"1s\"\n[cloud]\nsync_interval = \"3s\"\npoll_interval = \"200ms\"\n\
          retry_interval = \"2s\"\nmax_attempts = 4\ninitial_backoff = \"100ms\"\nmax_backoff = \"400ms\"\n",
     );
     c
-}
-
-fn add_account(c: &Cluster, name: &str, endpoint: &str, extra: &[&str]) {
-    let image_map = format!("tiny={AMI}");
-    let mut args = vec![
-        "cloud",
-        "add",
-        "aws",
-        name,
-        "--region",
-        REGION,
-        "--endpoint",
-        endpoint,
-        "--image-map",
-        &image_map,
-    ];
-    args.extend(extra);
-    c.ok(&args);
-}
-
-/// A template with the given runtimes and memory, a compose file with a
-/// marker, and a package.
-fn template(root: &Path, name: &str, runtime: &str, vcpus: u32, memory: &str) -> PathBuf {
-    let dir = root.join(format!("tpl-{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("metrom.toml"),
-        format!(
-            "name = \"{name}\"\nruntime = {runtime}\nimage = \"tiny\"\npackages = [\"git\"]\n\
-             [resources]\nvcpus = {vcpus}\nmemory = \"{memory}\"\ndisk = \"1GiB\"\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("compose.yaml"),
-        "services:\n  web:\n    image: metrom-test/busybox:1\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]  # cloud-marker-7f3\n",
-    )
-    .unwrap();
-    dir
 }
 
 fn push(c: &Cluster, dir: &Path) {
@@ -209,7 +166,12 @@ fn a_cloud_only_environment_launches_stops_starts_and_terminates_on_ec2() {
             .expect("a #cloud-config document"),
     )
     .expect("cloud-config as JSON");
-    let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         keys,
         [
@@ -268,8 +230,14 @@ fn a_cloud_only_environment_launches_stops_starts_and_terminates_on_ec2() {
         script.contains(metrom_protocol::cloudinit::READY_MARKER),
         "{script}"
     );
-    assert!(script.contains("'git'"), "the template's packages: {script}");
-    assert!(script.contains("'metrom-web'"), "the compose project: {script}");
+    assert!(
+        script.contains("'git'"),
+        "the template's packages: {script}"
+    );
+    assert!(
+        script.contains("'metrom-web'"),
+        "the compose project: {script}"
+    );
 
     // Stop, start, delete map to the instance.
     c.ok(&["env", "stop", "web"]);
@@ -453,7 +421,10 @@ fn sync_lists_foreign_and_orphan_instances_corrects_drift_and_gc_terminates_only
             .unwrap_or_else(|| panic!("{id} not skipped: {gc:?}"))
     };
     assert!(why(&foreign).contains("not an instance tagged"), "{gc:?}");
-    assert!(why(&ours.id).contains(&format!("environment {env_id} owns it")), "{gc:?}");
+    assert!(
+        why(&ours.id).contains(&format!("environment {env_id} owns it")),
+        "{gc:?}"
+    );
     assert!(why(&orphan).contains("already terminated"), "{gc:?}");
     assert_eq!(moto.instance(&foreign).state, "running");
     assert_eq!(moto.instance(&ours.id).state, "running");
@@ -565,7 +536,7 @@ fn an_unreachable_endpoint_fails_the_environment_with_the_reason_and_leaks_nothi
         "--endpoint",
         &endpoint,
         "--image-map",
-        "tiny=ami-12c6146b",
+        &format!("tiny={AMI}"),
     ]);
     assert_eq!(out.status.code(), Some(6));
     assert!(
