@@ -283,25 +283,11 @@ fn envs_in(ctrl: &Controller, account: &str) -> Result<Vec<EnvRecord>, ApiError>
 }
 
 fn all_envs(ctrl: &Controller) -> Result<Vec<EnvRecord>, ApiError> {
-    Ok(ctrl
-        .store
-        .envs
-        .list()
-        .map_err(store_err)?
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect())
+    ctrl.store.envs.values().map_err(store_err)
 }
 
 fn accounts(ctrl: &Controller) -> Result<Vec<CloudAccountRecord>, ApiError> {
-    Ok(ctrl
-        .store
-        .cloud_accounts
-        .list()
-        .map_err(store_err)?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect())
+    ctrl.store.cloud_accounts.values().map_err(store_err)
 }
 
 fn not_found(name: &str) -> ApiError {

@@ -607,14 +607,7 @@ fn cloud_place(
     prefer: Option<&str>,
     name: &str,
 ) -> Result<crate::cloud::CloudPlacement, ApiError> {
-    let mut accounts: Vec<_> = ctrl
-        .store
-        .cloud_accounts
-        .list()
-        .map_err(store_err)?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect();
+    let mut accounts = ctrl.store.cloud_accounts.values().map_err(store_err)?;
     if let Some(p) = prefer {
         let image = t.manifest.image.as_deref().unwrap_or_default();
         if accounts

@@ -278,10 +278,10 @@ fn check_image(ctrl: &Controller, t: &Template) -> Result<(), ApiError> {
         && ctrl
             .store
             .cloud_accounts
-            .list()
+            .values()
             .map_err(store_err)?
             .iter()
-            .any(|(_, a)| a.image_map.contains_key(image));
+            .any(|a| a.image_map.contains_key(image));
     if mapped {
         return Ok(());
     }

@@ -190,38 +190,13 @@ mod tests {
     use super::*;
     use crate::cloud::CloudPlacement;
     use crate::cloud::provider::TAG_ENV;
-    use metrom_protocol::ids::EnvId;
-    use metrom_protocol::messages::env::{Resources, RuntimeKind};
+    use metrom_protocol::messages::env::RuntimeKind;
 
     fn env(desired: Desired, state: EnvState, build: u64) -> EnvRecord {
         EnvRecord {
-            id: EnvId::generate(),
-            name: "dev".into(),
-            owner: "alice".into(),
-            template: "t".into(),
-            version: "sha256:0".into(),
-            params: Default::default(),
-            secret_params: vec![],
-            resources: Resources {
-                vcpus: 1,
-                memory_mb: 512,
-                disk_gb: 1,
-            },
             runtime: RuntimeKind::Cloud,
             host: None,
-            pin_host: None,
-            labels: Default::default(),
-            image: None,
-            desired,
-            keep_data: false,
-            generation: 1,
             build,
-            state,
-            detail: Default::default(),
-            created_at: Timestamp::now(),
-            timings: Default::default(),
-            deleted_at: None,
-            policy: Default::default(),
             cloud: Some(CloudPlacement {
                 account: "a".into(),
                 provider: "aws".into(),
@@ -235,6 +210,7 @@ mod tests {
                 retry_at: None,
                 addresses: vec![],
             }),
+            ..EnvRecord::sample(desired, state)
         }
     }
 

@@ -46,13 +46,7 @@ pub struct Summary {
 pub async fn pass(ctrl: &Controller, full: bool) -> Result<Summary, StoreError> {
     let _one_at_a_time = ctrl.cloud.pass_lock.lock().await;
     let now = Timestamp::now();
-    let accounts: Vec<CloudAccountRecord> = ctrl
-        .store
-        .cloud_accounts
-        .list()?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect();
+    let accounts = ctrl.store.cloud_accounts.values()?;
     let mut by_account: HashMap<String, Vec<EnvRecord>> = HashMap::new();
     for (_, env) in ctrl.store.envs.list()? {
         if env.runtime != RuntimeKind::Cloud || env.state == EnvState::Deleted {
@@ -408,31 +402,7 @@ fn record(
                 format!("deleted (its instance in {} is terminated)", place(&after)),
             );
         }
-        EnvState::Running => {
-            let took = after
-                .timings
-                .requested_at
-                .zip(after.timings.running_at)
-                .map(|(a, b)| {
-                    format!(
-                        " {:.1}s after it was requested",
-                        b.duration_since(a).as_secs_f64()
-                    )
-                })
-                .unwrap_or_default();
-            event(
-                ctrl,
-                &after.id,
-                "state",
-                format!("{} → Running{took}", env.state.name()),
-            );
-        }
-        other => event(
-            ctrl,
-            &after.id,
-            "state",
-            format!("{} → {other}", env.state.name()),
-        ),
+        _ => crate::envs::state_event(ctrl, &after, &env.state),
     }
 }
 

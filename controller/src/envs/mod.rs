@@ -240,6 +240,31 @@ pub fn event(ctrl: &Controller, env: &EnvId, kind: &str, message: impl Into<Stri
 }
 
 /// The latest `limit` events of an environment, oldest first.
+/// The `state` event of a change from `before` to the record's state:
+/// `Provisioning → Running 12.3s after it was requested`, `Running → Stopped`.
+pub fn state_event(ctrl: &Controller, after: &EnvRecord, before: &EnvState) {
+    let took = match after.state {
+        EnvState::Running => after
+            .timings
+            .requested_at
+            .zip(after.timings.running_at)
+            .map(|(a, b)| {
+                format!(
+                    " {:.1}s after it was requested",
+                    b.duration_since(a).as_secs_f64()
+                )
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    event(
+        ctrl,
+        &after.id,
+        "state",
+        format!("{} → {}{took}", before.name(), after.state),
+    );
+}
+
 pub fn events(ctrl: &Controller, env: &EnvId, limit: usize) -> Result<Vec<EventView>, StoreError> {
     let all = ctrl.store.events.scan_prefix(&format!("{env}/"))?;
     let skip = all.len().saturating_sub(limit);

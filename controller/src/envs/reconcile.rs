@@ -294,39 +294,11 @@ pub(crate) async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrom_protocol::ids::EnvId;
-    use metrom_protocol::messages::env::Resources;
 
     fn env(desired: Desired, state: EnvState, generation: u64) -> EnvRecord {
         EnvRecord {
-            id: EnvId::generate(),
-            name: "dev".into(),
-            owner: "alice".into(),
-            template: "t".into(),
-            version: "sha256:0".into(),
-            params: Default::default(),
-            secret_params: vec![],
-            resources: Resources {
-                vcpus: 1,
-                memory_mb: 512,
-                disk_gb: 1,
-            },
-            runtime: RuntimeKind::Fake,
-            host: Some(HostId::generate()),
-            pin_host: None,
-            labels: Default::default(),
-            image: None,
-            desired,
-            keep_data: false,
             generation,
-            build: 1,
-            state,
-            detail: Default::default(),
-            created_at: Timestamp::now(),
-            timings: Default::default(),
-            deleted_at: None,
-            policy: Default::default(),
-            cloud: None,
+            ..EnvRecord::sample(desired, state)
         }
     }
 

@@ -274,6 +274,43 @@ impl EnvRecord {
     pub fn stopped_by_policy(&self) -> bool {
         self.desired == Desired::Stopped && self.policy.stopped_by_policy.is_some()
     }
+
+    /// For unit tests: `dev` of `alice` (1 vCPU, 512 MiB, 1 GB), generation
+    /// and build 1, on a new host with the fake runtime, created now.
+    #[cfg(test)]
+    pub fn sample(desired: Desired, state: metrom_protocol::messages::env::EnvState) -> EnvRecord {
+        use metrom_protocol::messages::env::{Resources, RuntimeKind};
+        EnvRecord {
+            id: metrom_protocol::ids::EnvId::generate(),
+            name: "dev".into(),
+            owner: "alice".into(),
+            template: "t".into(),
+            version: "sha256:0".into(),
+            params: Default::default(),
+            secret_params: vec![],
+            resources: Resources {
+                vcpus: 1,
+                memory_mb: 512,
+                disk_gb: 1,
+            },
+            runtime: RuntimeKind::Fake,
+            host: Some(HostId::generate()),
+            pin_host: None,
+            labels: Default::default(),
+            image: None,
+            desired,
+            keep_data: false,
+            generation: 1,
+            build: 1,
+            state,
+            detail: Default::default(),
+            created_at: Timestamp::now(),
+            timings: Default::default(),
+            deleted_at: None,
+            policy: Default::default(),
+            cloud: None,
+        }
+    }
 }
 
 /// One state-changing request (or policy action), refused or done; keyed
