@@ -410,6 +410,19 @@ impl Cluster {
         self.json(&["env", "show", name])
     }
 
+    /// (kind, message) of an environment's events, oldest first.
+    pub fn events(&self, env: &str) -> Vec<(String, String)> {
+        let v: Vec<Value> = self.json(&["env", "events", env, "--limit", "0"]);
+        v.iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap_or_default().to_string(),
+                    e["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
     pub fn wait_env_state(&self, name: &str, state: &str, timeout: Duration) -> Value {
         wait_for(
             &format!("environment {name} to be {state}"),

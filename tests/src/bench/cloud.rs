@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use metrom_controller::cli::client::Client;
 use metrom_protocol::identity::IdentityBundle;
-use metrom_protocol::messages::api::{Call, EnvCreate, Reply};
+use metrom_protocol::messages::api::{Call, Reply};
 
 use crate::Cluster;
 use crate::ec2::{self, Moto};
@@ -38,34 +38,9 @@ pub async fn run(count: usize, clients: usize) -> anyhow::Result<()> {
     });
     let identity = IdentityBundle::load(&cluster.identity)?;
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for k in 0..clients.max(1) {
-        let identity = identity.clone();
-        tasks.push(tokio::spawn(async move {
-            let client = Client::connect(&identity).await?;
-            for i in (k..count).step_by(clients.max(1)) {
-                client
-                    .call(Call::EnvCreate(EnvCreate {
-                        name: format!("cloud-{i:04}"),
-                        template: TEMPLATE.into(),
-                        version: None,
-                        params: Default::default(),
-                        host: None,
-                        labels: Default::default(),
-                    }))
-                    .await
-                    .with_context(|| format!("create cloud-{i:04}"))?;
-            }
-            client.close().await;
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        if let Err(e) = t.await? {
-            cluster.dump_logs();
-            return Err(e);
-        }
-    }
+    super::create_envs(&identity, clients, count, TEMPLATE, "cloud")
+        .await
+        .inspect_err(|_| cluster.dump_logs())?;
     let created = start.elapsed();
     let running = match all_running(&identity, count, start).await {
         Ok(r) => r,

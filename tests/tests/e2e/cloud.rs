@@ -36,18 +36,6 @@ fn push(c: &Cluster, dir: &Path) {
     c.ok(&["template", "push", dir.to_str().unwrap()]);
 }
 
-fn events(c: &Cluster, env: &str) -> Vec<(String, String)> {
-    let v: Vec<Value> = c.json(&["env", "events", env, "--limit", "0"]);
-    v.iter()
-        .map(|e| {
-            (
-                e["kind"].as_str().unwrap_or_default().to_string(),
-                e["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// The one live instance tagged with an environment's id.
 fn instance_of(moto: &Moto, env_id: &str) -> Ec2Instance {
     let all = moto.instances(Some(("metrom:env", env_id)));
@@ -272,7 +260,7 @@ fn a_cloud_only_environment_launches_stops_starts_and_terminates_on_ec2() {
     // A deleted environment is shown by its id only.
     c.wait_env_state(&env_id, "Deleted", WAIT);
     wait_instance_state(&moto, &replaced.id, "terminated");
-    let ev = events(&c, &env_id);
+    let ev = c.events(&env_id);
     assert!(
         ev.iter()
             .any(|(k, m)| k == "launched" && m.contains(&inst.id)),
@@ -322,7 +310,7 @@ fn environments_burst_to_the_cloud_when_no_host_fits_and_a_ttl_deletes_them() {
     c.wait_env_state("one", "Running", WAIT);
     c.wait_env_state("two", "Running", WAIT);
     let inst = instance_of(&moto, &env_id);
-    let ev = events(&c, "two");
+    let ev = c.events("two");
     assert!(
         ev.iter()
             .any(|(k, m)| k == "scheduled" && m.contains("no host fits")),
@@ -331,7 +319,7 @@ fn environments_burst_to_the_cloud_when_no_host_fits_and_a_ttl_deletes_them() {
     // The ttl deletes it like any environment: desired state, then the instance.
     c.wait_env_state(&env_id, "Deleted", WAIT);
     wait_instance_state(&moto, &inst.id, "terminated");
-    let ev = events(&c, &env_id);
+    let ev = c.events(&env_id);
     assert!(ev.iter().any(|(k, _)| k == "policy_delete"), "{ev:?}");
     assert_eq!(c.env("one")["state"], "Running");
 }
@@ -391,11 +379,11 @@ fn sync_lists_foreign_and_orphan_instances_corrects_drift_and_gc_terminates_only
     c.ok(&["cloud", "sync"]);
     wait_instance_state(&moto, &ours.id, "running");
     assert!(
-        events(&c, "mine")
+        c.events("mine")
             .iter()
             .any(|(k, m)| k == "drift" && m.contains(&ours.id)),
         "{:?}",
-        events(&c, "mine")
+        c.events("mine")
     );
 
     // gc: refuses to ask without a terminal; --yes terminates the orphan only.
