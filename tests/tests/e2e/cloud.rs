@@ -2,7 +2,7 @@
 //! `moto_server` on 127.0.0.1, one per test): launch, stop, start and
 //! terminate through Metrom, checked through the EC2 API (tags, user-data);
 //! burst placement when the on-prem host is full; a cloud-only template; a
-//! ttl deleting a cloud environment; sync finding foreign and orphan
+//! ttl deleting and working hours stopping a cloud environment; sync finding foreign and orphan
 //! instances, drift corrected, `cloud gc` terminating only orphans; and the
 //! error paths — missing and refused credentials, throttling and 5xx retried
 //! with backoff, an unreachable endpoint.
@@ -322,6 +322,42 @@ fn environments_burst_to_the_cloud_when_no_host_fits_and_a_ttl_deletes_them() {
     let ev = c.events(&env_id);
     assert!(ev.iter().any(|(k, _)| k == "policy_delete"), "{ev:?}");
     assert_eq!(c.env("one")["state"], "Running");
+}
+
+#[test]
+fn working_hours_stop_a_cloud_environment_and_its_instance() {
+    let moto = Moto::start(&std::env::temp_dir());
+    let c = cluster();
+    add_account(&c, "office", &moto.endpoint(), &[]);
+    push(
+        &c,
+        &template(c.dir.path(), "cloudy", "[\"cloud\"]", 1, "512MiB"),
+    );
+    let (schedule, off_at) = crate::policies::schedule_ending_soon();
+    let created: Value = c.json(&[
+        "env",
+        "create",
+        "desk",
+        "-t",
+        "cloudy",
+        "--schedule",
+        &schedule,
+    ]);
+    c.wait_env_state("desk", "Running", WAIT);
+    let inst = instance_of(&moto, created["id"].as_str().unwrap());
+    assert_eq!(inst.state, "running");
+
+    // Stopped by the schedule at the off time, not before: instance too.
+    c.wait_env_state("desk", "Stopped", Duration::from_secs(100));
+    assert!(jiff::Timestamp::now() >= off_at);
+    assert!(
+        c.events("desk")
+            .iter()
+            .any(|(k, m)| k == "policy_stop" && m.contains("working hours ended at")),
+        "{:?}",
+        c.events("desk")
+    );
+    assert_eq!(moto.instance(&inst.id).state, "stopped");
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn has_event(c: &Cluster, env: &str, kind: &str, text: &str) -> bool {
 
 /// A daily UTC schedule whose working hours began before now and end at the
 /// next whole minute at least 12 s away (so within 72 s).
-fn schedule_ending_soon() -> (String, Timestamp) {
+pub(crate) fn schedule_ending_soon() -> (String, Timestamp) {
     let end = (Timestamp::now().as_second() + 12 + 59) / 60 * 60;
     let mut end_min = (end % 86_400) / 60;
     if end_min == 0 {
