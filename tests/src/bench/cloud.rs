@@ -3,8 +3,9 @@
 //! tests/setup.sh) and see them all Running: `env create` of a cloud-only
 //! template from concurrent clients, then the environment list until every
 //! one is Running. The controller runs with the default `[cloud]` settings
-//! (poll interval, launch concurrency, retries); the EC2 API is checked at
-//! the end for one running, tagged instance per environment.
+//! (launch concurrency, retries; the poll interval too unless given: it
+//! bounds how soon a `pending` instance is seen `running`); the EC2 API is
+//! checked at the end for one running, tagged instance per environment.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,17 +21,23 @@ use crate::ec2::{self, Moto};
 const TEMPLATE: &str = "bench-cloud";
 const LIMIT: Duration = Duration::from_secs(600);
 
-pub async fn run(count: usize, clients: usize) -> anyhow::Result<()> {
+pub async fn run(count: usize, clients: usize, poll_interval: Option<&str>) -> anyhow::Result<()> {
     println!(
-        "metrom-bench cloud: {count} cloud environments on moto_server (127.0.0.1) from {clients} concurrent clients, default [cloud] settings"
+        "metrom-bench cloud: {count} cloud environments on moto_server (127.0.0.1) from {clients} concurrent clients, [cloud] poll_interval {}, other [cloud] settings default",
+        poll_interval.unwrap_or("2s (default)")
     );
     let (moto, cluster) = tokio::task::block_in_place(|| {
         let moto = Moto::start(&std::env::temp_dir());
         let mut c = Cluster::start();
         ec2::give_credentials(&mut c);
-        // Restarted to take the credentials; no [cloud] overrides.
-        c.stop_controller();
-        c.start_controller();
+        // Restarted to take the credentials (and the poll interval).
+        match poll_interval {
+            Some(p) => c.configure(&format!("[cloud]\npoll_interval = \"{p}\"\n")),
+            None => {
+                c.stop_controller();
+                c.start_controller();
+            }
+        }
         ec2::add_account(&c, "bench", &moto.endpoint(), &[]);
         let dir = ec2::template(c.dir.path(), TEMPLATE, "[\"cloud\"]", 1, "512MiB");
         c.ok(&["template", "push", dir.to_str().expect("utf8")]);

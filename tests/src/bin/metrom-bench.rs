@@ -73,6 +73,9 @@ enum Command {
         /// Concurrent clients creating them.
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// `[cloud] poll_interval` of the controller [default: the controller's, 2s].
+        #[arg(long)]
+        poll_interval: Option<String>,
     },
 }
 
@@ -112,11 +115,19 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(bench::docker::run(reps.max(1)))
         }
-        Command::Cloud { count, clients } => {
+        Command::Cloud {
+            count,
+            clients,
+            poll_interval,
+        } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(bench::cloud::run(count.max(1), clients.max(1)))
+            rt.block_on(bench::cloud::run(
+                count.max(1),
+                clients.max(1),
+                poll_interval.as_deref(),
+            ))
         }
     }
 }
