@@ -1,7 +1,7 @@
 //! An EC2-compatible server for tests (moto's `moto_server`, installed by
 //! tests/setup.sh), a plain client of the EC2 Query API to check what Metrom
 //! did independently of the SDK it uses, and a fault-injecting proxy
-//! (throttling, 5xx, refused credentials, dropped answers). Everything on
+//! (throttling, 5xx, refused credentials, answers lost after the server acted). Everything on
 //! 127.0.0.1; every loop bounded.
 
 use std::collections::BTreeMap;
@@ -231,9 +231,15 @@ impl Moto {
 }
 
 impl Drop for Moto {
+    /// Kills the server; its log stays only when a test failed.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("moto_server log: {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -417,7 +423,7 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// What the proxy does to a request instead of forwarding it.
+/// What the proxy does to a request instead of relaying it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// HTTP 503 `RequestLimitExceeded`.
@@ -426,6 +432,9 @@ pub enum Fault {
     ServerError,
     /// HTTP 401 `AuthFailure`.
     AuthFailure,
+    /// Forwarded to the server, which acts on it, but its answer is dropped
+    /// and the connection closed: the client cannot know what happened.
+    DropAnswer,
 }
 
 /// A rule: the next `count` requests whose `Action` is `action` (any when
@@ -551,6 +560,11 @@ fn serve(
                 Fault::Throttle => (503, "Service Unavailable", "RequestLimitExceeded"),
                 Fault::ServerError => (500, "Internal Server Error", "InternalError"),
                 Fault::AuthFailure => (401, "Unauthorized", "AuthFailure"),
+                Fault::DropAnswer => {
+                    let _ = forward(upstream, &head, &body);
+                    let _ = conn.shutdown(Shutdown::Both);
+                    return;
+                }
             };
             let xml = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
@@ -565,28 +579,30 @@ fn serve(
             }
             continue;
         }
-        // Forward with Connection: close and relay the whole answer.
-        let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
-            return;
-        };
-        let _ = up.set_read_timeout(Some(Duration::from_secs(30)));
-        let head: String = head
-            .lines()
-            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-            .map(|l| format!("{l}\r\n"))
-            .collect();
-        let mut out = head.into_bytes();
-        out.extend_from_slice(b"Connection: close\r\n\r\n");
-        out.extend_from_slice(body.as_bytes());
-        if up.write_all(&out).is_err() {
-            return;
+        if let Some(answer) = forward(upstream, &head, &body) {
+            let _ = conn.write_all(&answer);
         }
-        let mut answer = Vec::new();
-        let _ = up.read_to_end(&mut answer);
-        let _ = conn.write_all(&answer);
         let _ = conn.shutdown(Shutdown::Both);
         return;
     }
+}
+
+/// Sends one request upstream with `Connection: close`; the whole answer.
+fn forward(upstream: u16, head: &str, body: &str) -> Option<Vec<u8>> {
+    let mut up = TcpStream::connect(("127.0.0.1", upstream)).ok()?;
+    up.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let head: String = head
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let mut out = head.into_bytes();
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(body.as_bytes());
+    up.write_all(&out).ok()?;
+    let mut answer = Vec::new();
+    let _ = up.read_to_end(&mut answer);
+    Some(answer)
 }
 
 /// Reads one request: (request line and headers without the blank line, body).

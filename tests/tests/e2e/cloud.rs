@@ -542,6 +542,32 @@ fn throttling_and_server_errors_are_retried_with_backoff() {
     );
     c.wait_env_state("later", "Running", WAIT);
     instance_of(&moto, created["id"].as_str().unwrap());
+
+    // RunInstances reaches the server but its answer is lost: the retry
+    // (same client token) or the next listing finds that instance; one
+    // instance, the environment's, and none left without it.
+    proxy.fail(Some("RunInstances"), Fault::DropAnswer, 1);
+    let created: Value = c.json(&["env", "create", "unanswered", "-t", "cloudy"]);
+    let env_id = created["id"].as_str().unwrap();
+    c.wait_env_state("unanswered", "Running", WAIT);
+    assert_eq!(proxy.faults(), 3 + 4 + 1, "the answer was dropped");
+    let tagged = |moto: &Moto| -> Vec<Ec2Instance> {
+        moto.instances(Some(("metrom:env", env_id)))
+            .into_iter()
+            .filter(|i| i.state != "terminated" && i.state != "shutting-down")
+            .collect()
+    };
+    // A duplicate (a server that ignores the token) would be terminated.
+    let one = wait_for("one live instance of the environment", WAIT, || {
+        let live = tagged(&moto);
+        (live.len() == 1).then(|| live[0].clone())
+    });
+    let v = c.env("unanswered");
+    assert_eq!(
+        v["detail"]["instance"],
+        format!("{} (t3.micro)", one.id),
+        "{v}"
+    );
 }
 
 #[test]
