@@ -153,4 +153,17 @@ if [ ! -f "$CACHE/installer-kvm-root.tar" ] || [ "$(cat "$CACHE/installer-kvm-ro
 fi
 import_box installer-kvm-root
 say "installer test boxes: metrom-test/installer-root:1, metrom-test/installer-kvm-root:1"
+
+# --- EC2-compatible server (moto) --------------------------------------------
+# moto_server in its own venv; the cloud tests start it themselves on a free
+# 127.0.0.1 port (tests/src/ec2.rs looks here first, then $METROM_MOTO_SERVER,
+# then PATH). python3-venv comes with the --base packages.
+MOTO_VENV=/opt/metrom-tests/moto
+if ! "$MOTO_VENV/bin/python" -c 'import moto.server, flask' >/dev/null 2>&1 || [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+    say "installing moto[server] into $MOTO_VENV"
+    mkdir -p "$(dirname "$MOTO_VENV")"
+    /usr/bin/python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+fi
+say "moto: $("$MOTO_VENV/bin/python" -c 'import moto; print(moto.__version__)') at $MOTO_VENV/bin/moto_server"
 say "test images ready (cache $CACHE)"

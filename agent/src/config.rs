@@ -189,7 +189,7 @@ impl AgentConfig {
             });
         }
         for k in &cfg.fake_runtimes {
-            if RuntimeKind::parse(k).is_none() {
+            if matches!(RuntimeKind::parse(k), None | Some(RuntimeKind::Cloud)) {
                 return Err(ConfigError::Parse {
                     path,
                     message: format!(

@@ -144,6 +144,31 @@ pub fn describe(call: &Call) -> (String, String, String) {
             .collect();
             s("quota set", &target, parts.join(", "))
         }
+        Call::CloudAdd(a) => s(
+            "cloud add",
+            &a.name,
+            [
+                Some(format!("{} {}", a.provider, a.region)),
+                a.profile.as_ref().map(|p| format!("profile {p}")),
+                a.endpoint.as_ref().map(|e| format!("endpoint {e}")),
+                Some(format!("{} image mappings", a.image_map.len())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", "),
+        ),
+        Call::CloudRemove { name } => s("cloud remove", name, String::new()),
+        Call::CloudSync => s("cloud sync", "", String::new()),
+        Call::CloudGc { instance_ids } => s(
+            "cloud gc",
+            "",
+            format!(
+                "{} instances: {}",
+                instance_ids.len(),
+                instance_ids.join(", ")
+            ),
+        ),
         // Reads are not audited; name them anyway, by variant only.
         other => {
             let debug = format!("{other:?}");

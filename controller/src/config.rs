@@ -57,6 +57,8 @@ pub struct Config {
     pub policies: SitePolicies,
     /// Prices per hour for the usage report.
     pub pricing: Pricing,
+    /// The cloud broker: sync, retries, instance types and their prices.
+    pub cloud: crate::cloud::CloudConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             policy_interval: Duration::from_secs(15),
             policies: SitePolicies::default(),
             pricing: Pricing::default(),
+            cloud: crate::cloud::CloudConfig::default(),
         }
     }
 }
@@ -166,6 +169,9 @@ impl Config {
             .validate()
             .map_err(|(key, m)| invalid(&key, &m))?;
         self.pricing
+            .validate()
+            .map_err(|(key, m)| invalid(&key, &m))?;
+        self.cloud
             .validate()
             .map_err(|(key, m)| invalid(&key, &m))?;
         Ok(())

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod daemon;
 pub mod envs;

@@ -50,11 +50,22 @@ pub struct Controller {
     pub activity: crate::policy::activity::Tracker,
     /// Where the HTTPS endpoint listens, once bound.
     pub https_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The cloud broker.
+    pub cloud: crate::cloud::Cloud,
 }
 
 impl Controller {
     /// Opens an initialised data directory.
     pub fn open(data_dir: &Path, config: Config) -> Result<Arc<Controller>, OpenError> {
+        Self::open_with(data_dir, config, crate::cloud::Cloud::default_connector())
+    }
+
+    /// Opens with the given cloud connector (fakes in tests).
+    pub fn open_with(
+        data_dir: &Path,
+        config: Config,
+        connector: Arc<dyn crate::cloud::Connector>,
+    ) -> Result<Arc<Controller>, OpenError> {
         if !Pki::exists(data_dir) {
             return Err(OpenError::NotInitialised(data_dir.to_path_buf()));
         }
@@ -63,10 +74,10 @@ impl Controller {
         let now = Timestamp::now();
         let mut serials = Vec::new();
         for (serial, cert) in store.revoked.list()? {
-            if cert.not_after > now {
-                if let Ok(bytes) = hex::decode(&serial) {
-                    serials.push(bytes);
-                }
+            if cert.not_after > now
+                && let Ok(bytes) = hex::decode(&serial)
+            {
+                serials.push(bytes);
             }
         }
         let advertise = match &config.advertise {
@@ -78,6 +89,11 @@ impl Controller {
         };
         let envs: Vec<_> = store.envs.list()?.into_iter().map(|(_, e)| e).collect();
         let envs = Envs::load(&envs);
+        // The cluster's name tags this controller's cloud instances.
+        let controller_id = store
+            .meta
+            .get(META_CLUSTER)?
+            .unwrap_or_else(|| "metrom".to_string());
         Ok(Arc::new(Controller {
             config,
             data_dir: data_dir.to_path_buf(),
@@ -91,6 +107,7 @@ impl Controller {
             envs,
             activity: Default::default(),
             https_addr: Default::default(),
+            cloud: crate::cloud::Cloud::new(controller_id, connector),
         }))
     }
 

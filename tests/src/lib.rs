@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod gateway;
+pub mod ec2;
 pub mod proc;
 
 use std::net::{TcpListener, UdpSocket};
@@ -77,6 +78,7 @@ pub struct Cluster {
     pub identity: PathBuf,
     controller: Option<Child>,
     extra_serve_args: Vec<String>,
+    controller_env: Vec<(String, String)>,
     agents: Vec<Agent>,
 }
 
@@ -123,6 +125,7 @@ impl Cluster {
             https_port: free_tcp_port(),
             controller: None,
             extra_serve_args: extra.iter().map(|s| s.to_string()).collect(),
+            controller_env: Vec::new(),
             agents: Vec::new(),
         };
         c.start_controller();
@@ -167,6 +170,24 @@ impl Cluster {
         if !self.extra_serve_args.iter().any(|a| a == "--https-listen") {
             cmd.args(["--https-listen", &format!("127.0.0.1:{}", self.https_port)]);
         }
+        // AWS credentials only as a test gives them: none inherited, no
+        // shared files but the test's own, no instance metadata lookups.
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("AWS_CONFIG_FILE", self.dir.path().join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir.path().join("aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd.envs(self.controller_env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .args(&self.extra_serve_args)
             .env("RUST_LOG", "info,metrom_controller=debug")
@@ -190,6 +211,15 @@ impl Cluster {
             }
             self.metrom(&["status"]).status.success().then_some(())
         });
+    }
+
+    /// Environment variables for the controller process (e.g. AWS
+    /// credentials), from its next start on.
+    pub fn set_controller_env(&mut self, vars: &[(&str, &str)]) {
+        for (k, v) in vars {
+            self.controller_env.retain(|(key, _)| key != k);
+            self.controller_env.push((k.to_string(), v.to_string()));
+        }
     }
 
     /// Appends lines to the controller's `controller.toml` and restarts it.
@@ -396,6 +426,19 @@ impl Cluster {
     /// The environment's state as `env show -o json` reports it.
     pub fn env(&self, name: &str) -> Value {
         self.json(&["env", "show", name])
+    }
+
+    /// (kind, message) of an environment's events, oldest first.
+    pub fn events(&self, env: &str) -> Vec<(String, String)> {
+        let v: Vec<Value> = self.json(&["env", "events", env, "--limit", "0"]);
+        v.iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap_or_default().to_string(),
+                    e["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
     }
 
     pub fn wait_env_state(&self, name: &str, state: &str, timeout: Duration) -> Value {

@@ -45,16 +45,16 @@ pub(super) async fn create(
     let t = load(ctrl, &rec.name, &meta.version)?;
     let params = template::resolve_params(&t.manifest, &req.params)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let runtimes = on_prem_runtimes(&t)?;
+    let runtimes = on_prem_runtimes(&t);
     let site = &ctrl.config.policies;
     let effective = levels::effective(site, &t.manifest.policies, &overrides)
         .map_err(|e| ApiError::invalid(format!("environment {}: {e}", req.name)))?;
-    if let Some(h) = &req.host {
-        if !ctrl.store.hosts.contains(h.as_str()).map_err(store_err)? {
-            return Err(ApiError::not_found(format!(
-                "no host {h}; see `metrom host list`"
-            )));
-        }
+    if let Some(h) = &req.host
+        && !ctrl.store.hosts.contains(h.as_str()).map_err(store_err)?
+    {
+        return Err(ApiError::not_found(format!(
+            "no host {h}; see `metrom host list`"
+        )));
     }
     let now = Timestamp::now();
     let id = EnvId::generate();
@@ -90,7 +90,8 @@ pub(super) async fn create(
             host: req.host.clone(),
             exclude: vec![],
         };
-        let placement = place(ctrl, &request, None, &req.name)?;
+        let target = place_any(ctrl, &t, &request, None, &req.name)?;
+        let (runtime, host, cloud) = target.parts();
         let record = EnvRecord {
             id: id.clone(),
             name: req.name.clone(),
@@ -100,11 +101,11 @@ pub(super) async fn create(
             secret_params: secret_params(&t),
             params,
             resources: t.manifest.resources,
-            runtime: placement.runtime,
-            host: Some(placement.host.clone()),
+            runtime,
+            host: host.clone(),
             pin_host: req.host.clone(),
             labels: req.labels.clone(),
-            image: image_ref(ctrl, &t, placement.runtime)?,
+            image: image_ref(ctrl, &t, runtime)?,
             desired: Desired::Running,
             keep_data: false,
             generation: 1,
@@ -125,11 +126,15 @@ pub(super) async fn create(
                 power_changed_by: Some(caller.name.clone()),
                 ..Default::default()
             },
+            cloud,
         };
         insert(ctrl, &record)?;
-        ctrl.envs.allocate(&placement.host, record.resources);
-        record
+        if let Some(h) = &host {
+            ctrl.envs.allocate(h, record.resources);
+        }
+        (record, target.why())
     };
+    let (record, why) = record;
     event(
         ctrl,
         &id,
@@ -141,7 +146,7 @@ pub(super) async fn create(
             short(&meta.version)
         ),
     );
-    event(ctrl, &id, "scheduled", scheduled_text(ctrl, &record));
+    event(ctrl, &id, "scheduled", scheduled_text(ctrl, &record, why));
     durable(ctrl).await?;
     ctrl.envs.nudge.notify_one();
     Ok(Reply::Env(view(ctrl, &record, vec![])))
@@ -203,6 +208,7 @@ pub(super) async fn power(
         r.policy.power_changed_at = Some(now);
         r.policy.power_changed_by = Some(caller.name.clone());
         r.policy.stopped_by_policy = None;
+        retry_now(r);
     })?;
     crate::usage::desired_changed(ctrl, &updated, now);
     let verb = if running { "start" } else { "stop" };
@@ -236,7 +242,12 @@ pub(super) async fn rebuild(
         .collect();
     let params = template::resolve_params(&t.manifest, &given)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let runtimes = on_prem_runtimes(&t)?;
+    let runtimes = on_prem_runtimes(&t);
+    if elsewhere && r.runtime == RuntimeKind::Cloud {
+        return Err(ApiError::precondition(format!(
+            "environment {name} runs in the cloud, not on a host: rebuild it without --elsewhere"
+        )));
+    }
     let old_host = r.host.clone();
     let now = Timestamp::now();
     let updated = {
@@ -284,15 +295,25 @@ pub(super) async fn rebuild(
         } else {
             old_host.clone().map(|h| (h, current.resources))
         };
-        let placement = place(ctrl, &request, own, &current.name)?;
-        let image = image_ref(ctrl, &t, placement.runtime)?;
+        let target = if current.runtime == RuntimeKind::Cloud {
+            // In place: the same account if it still maps the image.
+            let prefer = current.cloud.as_ref().map(|c| c.account.as_str());
+            Target::Cloud(cloud_place(ctrl, &t, prefer, &current.name)?, None)
+        } else if elsewhere {
+            place_any(ctrl, &t, &request, own, &current.name)?
+        } else {
+            Target::Host(place(ctrl, &request, own, &current.name)?)
+        };
+        let (runtime, host, cloud) = target.parts();
+        let image = image_ref(ctrl, &t, runtime)?;
         let updated = update(ctrl, &current, |r| {
             r.version = meta.version.clone();
             r.params = params.clone();
             r.secret_params = secret_params(&t);
             r.resources = t.manifest.resources;
-            r.runtime = placement.runtime;
-            r.host = Some(placement.host.clone());
+            r.runtime = runtime;
+            r.host = host.clone();
+            r.cloud = cloud.clone();
             r.image = image.clone();
             r.build += 1;
             r.generation += 1;
@@ -307,13 +328,14 @@ pub(super) async fn rebuild(
         if let Some(h) = &old_host {
             ctrl.envs.release(h, current.resources);
         }
-        ctrl.envs.allocate(&placement.host, updated.resources);
-        updated
-    };
-    if elsewhere {
-        if let Some(old) = old_host.filter(|h| Some(h) != updated.host.as_ref()) {
-            crate::envs::reports::remove_from(ctrl, &old, &updated);
+        if let Some(h) = &host {
+            ctrl.envs.allocate(h, updated.resources);
         }
+        (updated, target.why())
+    };
+    let (updated, why) = updated;
+    if elsewhere && let Some(old) = old_host.filter(|h| Some(h) != updated.host.as_ref()) {
+        crate::envs::reports::remove_from(ctrl, &old, &updated);
     }
     event(
         ctrl,
@@ -325,13 +347,18 @@ pub(super) async fn rebuild(
             rec.name,
             short(&meta.version),
             if elsewhere {
-                " on another host"
+                " elsewhere"
             } else {
                 ", keeping its data"
             }
         ),
     );
-    event(ctrl, &r.id, "scheduled", scheduled_text(ctrl, &updated));
+    event(
+        ctrl,
+        &r.id,
+        "scheduled",
+        scheduled_text(ctrl, &updated, why),
+    );
     durable(ctrl).await?;
     ctrl.envs.nudge.notify_one();
     Ok(Reply::Env(view(ctrl, &updated, vec![])))
@@ -352,6 +379,7 @@ pub(super) async fn delete(
         cur.desired = Desired::Deleted;
         cur.keep_data = keep_data;
         cur.generation += 1;
+        retry_now(cur);
     })?;
     ctrl.envs.release_name(&updated.name, &updated.id);
     crate::usage::desired_changed(ctrl, &updated, Timestamp::now());
@@ -447,12 +475,12 @@ fn place(
     name: &str,
 ) -> Result<Placement, ApiError> {
     let mut hosts = host_snapshots(ctrl).map_err(store_err)?;
-    if let Some((h, res)) = own {
-        if let Some(snap) = hosts.iter_mut().find(|s| s.id == h) {
-            snap.allocated.vcpus = snap.allocated.vcpus.saturating_sub(res.vcpus);
-            snap.allocated.memory_mb = snap.allocated.memory_mb.saturating_sub(res.memory_mb);
-            snap.allocated.disk_gb = snap.allocated.disk_gb.saturating_sub(res.disk_gb);
-        }
+    if let Some((h, res)) = own
+        && let Some(snap) = hosts.iter_mut().find(|s| s.id == h)
+    {
+        snap.allocated.vcpus = snap.allocated.vcpus.saturating_sub(res.vcpus);
+        snap.allocated.memory_mb = snap.allocated.memory_mb.saturating_sub(res.memory_mb);
+        snap.allocated.disk_gb = snap.allocated.disk_gb.saturating_sub(res.disk_gb);
     }
     scheduler::place(&hosts, request, &ctrl.config.scheduler)
         .map_err(|e| ApiError::new(ErrorKind::NoCapacity, format!("cannot place {name}: {e}")))
@@ -491,21 +519,123 @@ fn update(
     Ok(res?.expect("updated"))
 }
 
-/// Runtime kinds the template can run on here, in its order of preference.
-fn on_prem_runtimes(t: &Template) -> Result<Vec<RuntimeKind>, ApiError> {
-    let kinds: Vec<RuntimeKind> = t
-        .manifest
+/// Runtime kinds the template can run on hosts, in its order of
+/// preference (none for a cloud-only template).
+fn on_prem_runtimes(t: &Template) -> Vec<RuntimeKind> {
+    t.manifest
         .runtime
         .iter()
         .filter_map(RuntimePref::on_prem)
-        .collect();
-    if kinds.is_empty() {
-        return Err(ApiError::precondition(format!(
-            "template {} runs only in the cloud, and no cloud account can take it",
-            t.manifest.name
-        )));
+        .collect()
+}
+
+/// Where an environment goes.
+enum Target {
+    Host(Placement),
+    /// A cloud account; with why no host took it (None: cloud-only template).
+    Cloud(crate::cloud::CloudPlacement, Option<String>),
+}
+
+impl Target {
+    fn parts(
+        &self,
+    ) -> (
+        RuntimeKind,
+        Option<HostId>,
+        Option<crate::cloud::CloudPlacement>,
+    ) {
+        match self {
+            Target::Host(p) => (p.runtime, Some(p.host.clone()), None),
+            Target::Cloud(c, _) => (RuntimeKind::Cloud, None, Some(c.clone())),
+        }
     }
-    Ok(kinds)
+
+    fn why(&self) -> Option<String> {
+        match self {
+            Target::Host(_) => None,
+            Target::Cloud(_, why) => why.clone(),
+        }
+    }
+}
+
+/// A host if one fits; else, when the template allows `cloud` and the
+/// request pins no host or labels, a cloud account (burst).
+fn place_any(
+    ctrl: &Controller,
+    t: &Template,
+    request: &Request,
+    own: Option<(HostId, metrom_protocol::messages::env::Resources)>,
+    name: &str,
+) -> Result<Target, ApiError> {
+    let cloud_ok = t.manifest.runtime.contains(&RuntimePref::Cloud);
+    let on_prem = if request.runtimes.is_empty() {
+        None
+    } else {
+        match place(ctrl, request, own, name) {
+            Ok(p) => return Ok(Target::Host(p)),
+            Err(e) if e.kind == ErrorKind::NoCapacity && cloud_ok => Some(e),
+            Err(e) => return Err(e),
+        }
+    };
+    if request.host.is_some() || !request.labels.is_empty() {
+        return Err(on_prem.unwrap_or_else(|| {
+            ApiError::precondition(format!(
+                "template {} runs only in the cloud: --host and --label choose hosts, so leave them out",
+                t.manifest.name
+            ))
+        }));
+    }
+    match cloud_place(ctrl, t, None, name) {
+        Ok(c) => Ok(Target::Cloud(c, on_prem.map(|e| e.message))),
+        Err(e) => Err(match on_prem {
+            Some(p) => ApiError::new(
+                ErrorKind::NoCapacity,
+                format!(
+                    "{}; the template allows the cloud, but {}",
+                    p.message, e.message
+                ),
+            ),
+            None => e,
+        }),
+    }
+}
+
+/// A cloud account for the template (`prefer` first if it maps the image).
+fn cloud_place(
+    ctrl: &Controller,
+    t: &Template,
+    prefer: Option<&str>,
+    name: &str,
+) -> Result<crate::cloud::CloudPlacement, ApiError> {
+    let mut accounts = ctrl.store.cloud_accounts.values().map_err(store_err)?;
+    if let Some(p) = prefer {
+        let image = t.manifest.image.as_deref().unwrap_or_default();
+        if accounts
+            .iter()
+            .any(|a| a.name == p && a.image_map.contains_key(image))
+        {
+            accounts.retain(|a| a.name == p);
+        }
+    }
+    crate::cloud::placement::place(
+        &accounts,
+        &ctrl.config.cloud.instance_types,
+        t.manifest.image.as_deref(),
+        t.manifest.resources,
+    )
+    .map_err(|e| {
+        ApiError::new(
+            ErrorKind::NoCapacity,
+            format!("cannot place {name} in the cloud: {e}"),
+        )
+    })
+}
+
+/// A change by the owner is tried at once, not after a failure's retry delay.
+fn retry_now(r: &mut EnvRecord) {
+    if let Some(c) = r.cloud.as_mut() {
+        c.retry_at = None;
+    }
 }
 
 /// The base image a VM of this template boots from.
@@ -517,7 +647,8 @@ fn image_ref(
     let Some(name) = &t.manifest.image else {
         return Ok(None);
     };
-    if runtime == RuntimeKind::Docker {
+    // Containers need no VM image; a cloud VM boots the account's machine image.
+    if matches!(runtime, RuntimeKind::Docker | RuntimeKind::Cloud) {
         return Ok(None);
     }
     match ctrl.store.images.get(name).map_err(store_err)? {
@@ -544,7 +675,17 @@ fn secret_params(t: &Template) -> Vec<String> {
         .collect()
 }
 
-fn scheduled_text(ctrl: &Controller, r: &EnvRecord) -> String {
+fn scheduled_text(ctrl: &Controller, r: &EnvRecord, why: Option<String>) -> String {
+    if let Some(c) = &r.cloud {
+        let because = match why {
+            Some(w) => format!(": no host fits ({w})"),
+            None => " (the template runs only in the cloud)".to_string(),
+        };
+        return format!(
+            "placed in cloud account {} ({} {}) as {} from image {}{because}",
+            c.account, c.provider, c.region, c.instance_type, c.image
+        );
+    }
     let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_default();
     let name = r
         .host

@@ -15,6 +15,7 @@
 //! decided here only.
 
 mod audit;
+mod cloud;
 pub mod docker_archives;
 mod envs;
 mod hosts;
@@ -107,7 +108,13 @@ pub fn access(call: &Call) -> Access {
         | Call::UserRemove { .. }
         | Call::UserSetRole { .. }
         | Call::QuotaSet(_)
-        | Call::InstallerInfo => Access::Admin,
+        | Call::InstallerInfo
+        | Call::CloudAdd(_)
+        | Call::CloudList
+        | Call::CloudRemove { .. }
+        | Call::CloudSync
+        | Call::CloudInstances
+        | Call::CloudGc { .. } => Access::Admin,
     }
 }
 
@@ -206,6 +213,12 @@ async fn route(
         Call::InstallerInfo => crate::http::installer_info(ctrl)
             .map(Reply::Installer)
             .map_err(|e| ApiError::internal(crate::error_chain(&e))),
+        Call::CloudAdd(spec) => cloud::add(ctrl, caller, spec).await,
+        Call::CloudList => cloud::list(ctrl),
+        Call::CloudRemove { name } => cloud::remove(ctrl, &name).await,
+        Call::CloudSync => cloud::sync(ctrl).await,
+        Call::CloudInstances => cloud::instances(ctrl),
+        Call::CloudGc { instance_ids } => cloud::gc(ctrl, instance_ids).await,
     }
 }
 
@@ -370,6 +383,25 @@ mod tests {
             },
             Call::ReportUsage { since: None },
             Call::InstallerInfo,
+            Call::CloudAdd(metrom_protocol::messages::api::CloudAccountSpec {
+                name: n(),
+                provider: "aws".into(),
+                region: n(),
+                profile: None,
+                endpoint: None,
+                subnet: None,
+                security_group: None,
+                key_name: None,
+                image_map: Default::default(),
+                verify: false,
+            }),
+            Call::CloudList,
+            Call::CloudRemove { name: n() },
+            Call::CloudSync,
+            Call::CloudInstances,
+            Call::CloudGc {
+                instance_ids: vec![n()],
+            },
         ]
     }
 
@@ -378,8 +410,16 @@ mod tests {
         for call in every_call() {
             let read = access(&call) == Access::Read;
             // Every change is audited; reads are not. TokenList, UserList and
-            // InstallerInfo are admin-only reads.
-            let admin_read = matches!(call, Call::TokenList | Call::UserList | Call::InstallerInfo);
+            // InstallerInfo are admin-only reads, and so are the cloud accounts
+            // and instances.
+            let admin_read = matches!(
+                call,
+                Call::TokenList
+                    | Call::UserList
+                    | Call::InstallerInfo
+                    | Call::CloudList
+                    | Call::CloudInstances
+            );
             assert_eq!(
                 read || admin_read,
                 !call.is_mutation(),

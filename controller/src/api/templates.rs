@@ -28,13 +28,14 @@ pub(super) async fn push(
     let name = t.manifest.name.clone();
     let version = t.digest.clone();
     let existing = ctrl.store.templates.get(&name).map_err(store_err)?;
-    if let Some(rec) = &existing {
-        if rec.owner != caller.name && !caller.is_admin() {
-            return Err(ApiError::denied(format!(
-                "template {name} belongs to {}; push your variant under another name (change `name` in metrom.toml)",
-                rec.owner
-            )));
-        }
+    if let Some(rec) = &existing
+        && rec.owner != caller.name
+        && !caller.is_admin()
+    {
+        return Err(ApiError::denied(format!(
+            "template {name} belongs to {}; push your variant under another name (change `name` in metrom.toml)",
+            rec.owner
+        )));
     }
     let key = format!("{name}@{version}");
     let created = !ctrl
@@ -257,7 +258,9 @@ fn runtime_name(r: &RuntimePref) -> String {
     .to_string()
 }
 
-/// A template whose VMs boot from a base image needs that image imported.
+/// A template whose VMs boot from a base image needs that image imported,
+/// or, when it may run in the cloud, mapped to a machine image by a cloud
+/// account.
 fn check_image(ctrl: &Controller, t: &Template) -> Result<(), ApiError> {
     let needs_image = t
         .manifest
@@ -268,6 +271,18 @@ fn check_image(ctrl: &Controller, t: &Template) -> Result<(), ApiError> {
         return Ok(());
     };
     if !needs_image || ctrl.store.images.contains(image).map_err(store_err)? {
+        return Ok(());
+    }
+    let cloud_ok = t.manifest.runtime.contains(&RuntimePref::Cloud);
+    let mapped = cloud_ok
+        && ctrl
+            .store
+            .cloud_accounts
+            .values()
+            .map_err(store_err)?
+            .iter()
+            .any(|a| a.image_map.contains_key(image));
+    if mapped {
         return Ok(());
     }
     let line = t
@@ -281,9 +296,14 @@ fn check_image(ctrl: &Controller, t: &Template) -> Result<(), ApiError> {
                 .map(|i| format!(" line {}", i + 1))
         })
         .unwrap_or_default();
+    let or_map = if cloud_ok {
+        format!(" (or map it for the cloud: metrom cloud add … --image-map {image}=ami-…)")
+    } else {
+        String::new()
+    };
     Err(ApiError::invalid(format!(
         "template {}: metrom.toml{line}: key 'image': base image '{image}' is not in the image store; \
-         import it first (metrom image import FILE --name {image}) or see `metrom image list`",
+         import it first (metrom image import FILE --name {image}){or_map} or see `metrom image list`",
         t.manifest.name
     )))
 }

@@ -431,7 +431,9 @@ fn host_text(e: &EnvView) -> String {
     match (&e.host, &e.host_name) {
         (Some(h), Some(n)) => format!("{h} ({n})"),
         (Some(h), None) => h.to_string(),
-        _ => "-".into(),
+        // A cloud environment: `aws:ACCOUNT/REGION`.
+        (None, Some(n)) => n.clone(),
+        (None, None) => "-".into(),
     }
 }
 

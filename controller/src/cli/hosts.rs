@@ -173,7 +173,7 @@ fn capabilities(h: &HostView) -> String {
     }
 }
 
-fn host_table(hosts: &[HostView]) -> () {
+fn host_table(hosts: &[HostView]) {
     let mut t = Table::new(&[
         "ID",
         "NAME",

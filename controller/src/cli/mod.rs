@@ -2,6 +2,7 @@
 
 mod audit;
 pub mod client;
+mod cloud;
 mod envs;
 mod hosts;
 mod images;
@@ -77,6 +78,9 @@ pub enum Command {
     /// Reports: usage (environment-hours, hours stopped by policy, savings).
     #[command(subcommand)]
     Report(audit::ReportCommand),
+    /// Cloud accounts and every instance in their regions: add, list, remove, sync, instances, gc.
+    #[command(subcommand)]
+    Cloud(cloud::CloudCommand),
     /// Start an all-in-one Metrom on this machine: a controller and a local agent joined to it.
     Up(up::UpArgs),
     /// Stop what `metrom up` started (environments' VMs and containers keep running).
@@ -228,6 +232,7 @@ async fn command(client: &Client, command: Command, fmt: Format) -> Result<(), C
         Command::Quota(cmd) => users::quota(client, cmd, fmt).await,
         Command::Audit(args) => audit::audit(client, args, fmt).await,
         Command::Report(cmd) => audit::report(client, cmd, fmt).await,
+        Command::Cloud(cmd) => cloud::run(client, cmd, fmt).await,
         Command::Up(_) | Command::Down(_) => unreachable!("handled before connecting"),
     }
 }

@@ -240,6 +240,31 @@ pub fn event(ctrl: &Controller, env: &EnvId, kind: &str, message: impl Into<Stri
 }
 
 /// The latest `limit` events of an environment, oldest first.
+/// The `state` event of a change from `before` to the record's state:
+/// `Provisioning → Running 12.3s after it was requested`, `Running → Stopped`.
+pub fn state_event(ctrl: &Controller, after: &EnvRecord, before: &EnvState) {
+    let took = match after.state {
+        EnvState::Running => after
+            .timings
+            .requested_at
+            .zip(after.timings.running_at)
+            .map(|(a, b)| {
+                format!(
+                    " {:.1}s after it was requested",
+                    b.duration_since(a).as_secs_f64()
+                )
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    event(
+        ctrl,
+        &after.id,
+        "state",
+        format!("{} → {}{took}", before.name(), after.state),
+    );
+}
+
 pub fn events(ctrl: &Controller, env: &EnvId, limit: usize) -> Result<Vec<EventView>, StoreError> {
     let all = ctrl.store.events.scan_prefix(&format!("{env}/"))?;
     let skip = all.len().saturating_sub(limit);
@@ -256,11 +281,15 @@ pub fn events(ctrl: &Controller, env: &EnvId, limit: usize) -> Result<Vec<EventV
 
 /// The API's view of an environment.
 pub fn view(ctrl: &Controller, r: &EnvRecord, events: Vec<EventView>) -> EnvView {
-    let host_name = r
-        .host
-        .as_ref()
-        .and_then(|h| ctrl.store.hosts.get(h.as_str()).ok().flatten())
-        .map(|h| h.name);
+    // A cloud environment's place is `aws:ACCOUNT/REGION`.
+    let host_name = match &r.cloud {
+        Some(c) => Some(c.place()),
+        None => r
+            .host
+            .as_ref()
+            .and_then(|h| ctrl.store.hosts.get(h.as_str()).ok().flatten())
+            .map(|h| h.name),
+    };
     let params = r
         .params
         .iter()
@@ -331,10 +360,10 @@ fn phases(r: &EnvRecord) -> Vec<PhaseView> {
 
 /// Finds an environment by name or id.
 pub fn find(ctrl: &Controller, name_or_id: &str) -> Result<Option<EnvRecord>, StoreError> {
-    if let Ok(id) = EnvId::parse(name_or_id) {
-        if let Some(r) = ctrl.store.envs.get(id.as_str())? {
-            return Ok(Some(r));
-        }
+    if let Ok(id) = EnvId::parse(name_or_id)
+        && let Some(r) = ctrl.store.envs.get(id.as_str())?
+    {
+        return Ok(Some(r));
     }
     match ctrl.envs.named(name_or_id) {
         Some(id) => ctrl.store.envs.get(id.as_str()),

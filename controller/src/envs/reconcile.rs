@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use metrom_protocol::codec;
 use metrom_protocol::ids::HostId;
 use metrom_protocol::messages::agent::{Command, CommandReply};
-use metrom_protocol::messages::env::EnvState;
+use metrom_protocol::messages::env::{EnvState, RuntimeKind};
 use tracing::{debug, warn};
 
 use super::{event, spec};
@@ -88,7 +88,10 @@ pub fn decide(env: &EnvRecord, link: Option<HostLink>, acked: u64, ttl: Duration
 pub async fn run(ctrl: Arc<Controller>) {
     loop {
         tokio::select! {
-            _ = ctrl.envs.nudge.notified() => {}
+            _ = ctrl.envs.nudge.notified() => {
+                // Whatever changed may concern a cloud environment too.
+                ctrl.cloud.nudge.notify_one();
+            }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         if let Err(e) = pass(&ctrl) {
@@ -117,6 +120,10 @@ fn pass(ctrl: &Arc<Controller>) -> Result<(), crate::store::StoreError> {
     let now = Timestamp::now();
     let started = ctrl.started_at;
     for (_, env) in ctrl.store.envs.list()? {
+        if env.runtime == RuntimeKind::Cloud {
+            // The cloud broker's (crate::cloud::reconcile).
+            continue;
+        }
         let link = match &env.host {
             None => None,
             Some(h) => Some(host_link(ctrl, h, now, started)?),
@@ -287,38 +294,11 @@ pub(crate) async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrom_protocol::ids::EnvId;
-    use metrom_protocol::messages::env::{Resources, RuntimeKind};
 
     fn env(desired: Desired, state: EnvState, generation: u64) -> EnvRecord {
         EnvRecord {
-            id: EnvId::generate(),
-            name: "dev".into(),
-            owner: "alice".into(),
-            template: "t".into(),
-            version: "sha256:0".into(),
-            params: Default::default(),
-            secret_params: vec![],
-            resources: Resources {
-                vcpus: 1,
-                memory_mb: 512,
-                disk_gb: 1,
-            },
-            runtime: RuntimeKind::Fake,
-            host: Some(HostId::generate()),
-            pin_host: None,
-            labels: Default::default(),
-            image: None,
-            desired,
-            keep_data: false,
             generation,
-            build: 1,
-            state,
-            detail: Default::default(),
-            created_at: Timestamp::now(),
-            timings: Default::default(),
-            deleted_at: None,
-            policy: Default::default(),
+            ..EnvRecord::sample(desired, state)
         }
     }
 

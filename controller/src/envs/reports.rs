@@ -124,25 +124,6 @@ fn apply(ctrl: &Controller, host: &HostId, report: &EnvReport) {
     }
     crate::usage::state_changed(ctrl, &after, now);
     match &after.state {
-        EnvState::Running => {
-            let took = after
-                .timings
-                .requested_at
-                .zip(after.timings.running_at)
-                .map(|(a, b)| {
-                    format!(
-                        " {:.1}s after it was requested",
-                        b.duration_since(a).as_secs_f64()
-                    )
-                })
-                .unwrap_or_default();
-            event(
-                ctrl,
-                &after.id,
-                "state",
-                format!("{} → Running{took}", before_state.name()),
-            );
-        }
         EnvState::Deleted => {
             if let Some(h) = &after.host {
                 ctrl.envs.release(h, after.resources);
@@ -156,12 +137,7 @@ fn apply(ctrl: &Controller, host: &HostId, report: &EnvReport) {
                 format!("deleted on host {host}"),
             );
         }
-        other => event(
-            ctrl,
-            &after.id,
-            "state",
-            format!("{} → {other}", before_state.name()),
-        ),
+        _ => super::state_event(ctrl, &after, &before_state),
     }
 }
 

@@ -276,9 +276,6 @@ fn local_clock(tz: &TimeZone, at: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EnvPolicy;
-    use metrom_protocol::ids::{EnvId, HostId};
-    use metrom_protocol::messages::env::{Resources, RuntimeKind};
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -286,33 +283,8 @@ mod tests {
 
     fn env(created: &str, desired: Desired, state: EnvState) -> EnvRecord {
         EnvRecord {
-            id: EnvId::generate(),
-            name: "dev".into(),
-            owner: "alice".into(),
-            template: "t".into(),
-            version: "sha256:0".into(),
-            params: Default::default(),
-            secret_params: vec![],
-            resources: Resources {
-                vcpus: 1,
-                memory_mb: 512,
-                disk_gb: 1,
-            },
-            runtime: RuntimeKind::Fake,
-            host: Some(HostId::generate()),
-            pin_host: None,
-            labels: Default::default(),
-            image: None,
-            desired,
-            keep_data: false,
-            generation: 1,
-            build: 1,
-            state,
-            detail: Default::default(),
             created_at: at(created),
-            timings: Default::default(),
-            deleted_at: None,
-            policy: EnvPolicy::default(),
+            ..EnvRecord::sample(desired, state)
         }
     }
 

@@ -66,6 +66,7 @@ pub async fn run(
     let liveness = tokio::spawn(liveness_loop(ctrl.clone()));
     let reconciler = tokio::spawn(crate::envs::reconcile::run(ctrl.clone()));
     let policies = tokio::spawn(crate::policy::task::run(ctrl.clone()));
+    let cloud = tokio::spawn(crate::cloud::reconcile::run(ctrl.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -80,6 +81,7 @@ pub async fn run(
     liveness.abort();
     reconciler.abort();
     policies.abort();
+    cloud.abort();
     endpoint.close(close::SHUTDOWN, b"controller shutting down");
     // Record when every connected host was last seen before we go.
     for host in ctrl.sessions.connected() {

@@ -58,6 +58,7 @@ pub struct Store {
     pub audit: Table<AuditRecord>,
     pub quotas: Table<QuotaRecord>,
     pub intervals: Table<IntervalRecord>,
+    pub cloud_accounts: Table<CloudAccountRecord>,
 }
 
 impl Store {
@@ -91,6 +92,7 @@ impl Store {
             audit: Table::new("audit", db.open_tree("audit")?),
             quotas: Table::new("quotas", db.open_tree("quotas")?),
             intervals: Table::new("intervals", db.open_tree("intervals")?),
+            cloud_accounts: Table::new("cloud_accounts", db.open_tree("cloud_accounts")?),
             db,
         })
     }

@@ -227,6 +227,9 @@ pub struct EnvRecord {
     /// changed the power, when) are one write.
     #[serde(default)]
     pub policy: EnvPolicy,
+    /// Where it runs in a cloud (runtime `cloud`): account, region, instance.
+    #[serde(default)]
+    pub cloud: Option<crate::cloud::CloudPlacement>,
 }
 
 /// An environment's effective lifecycle policies and what they have done.
@@ -270,6 +273,43 @@ impl EnvRecord {
     /// Whether it stands stopped because a policy stopped it.
     pub fn stopped_by_policy(&self) -> bool {
         self.desired == Desired::Stopped && self.policy.stopped_by_policy.is_some()
+    }
+
+    /// For unit tests: `dev` of `alice` (1 vCPU, 512 MiB, 1 GB), generation
+    /// and build 1, on a new host with the fake runtime, created now.
+    #[cfg(test)]
+    pub fn sample(desired: Desired, state: metrom_protocol::messages::env::EnvState) -> EnvRecord {
+        use metrom_protocol::messages::env::{Resources, RuntimeKind};
+        EnvRecord {
+            id: metrom_protocol::ids::EnvId::generate(),
+            name: "dev".into(),
+            owner: "alice".into(),
+            template: "t".into(),
+            version: "sha256:0".into(),
+            params: Default::default(),
+            secret_params: vec![],
+            resources: Resources {
+                vcpus: 1,
+                memory_mb: 512,
+                disk_gb: 1,
+            },
+            runtime: RuntimeKind::Fake,
+            host: Some(HostId::generate()),
+            pin_host: None,
+            labels: Default::default(),
+            image: None,
+            desired,
+            keep_data: false,
+            generation: 1,
+            build: 1,
+            state,
+            detail: Default::default(),
+            created_at: Timestamp::now(),
+            timings: Default::default(),
+            deleted_at: None,
+            policy: Default::default(),
+            cloud: None,
+        }
     }
 }
 
@@ -360,4 +400,29 @@ pub struct DockerArchiveRecord {
     pub images: Vec<String>,
     pub imported_at: Timestamp,
     pub imported_by: String,
+}
+
+/// A cloud account (`metrom cloud add`). No credentials: the controller
+/// takes them from its environment or the named AWS profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudAccountRecord {
+    pub name: String,
+    /// "aws".
+    pub provider: String,
+    pub region: String,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub security_group: Option<String>,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// Template image name → machine image id.
+    #[serde(default)]
+    pub image_map: BTreeMap<String, String>,
+    pub added_at: Timestamp,
+    pub added_by: String,
 }

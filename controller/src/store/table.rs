@@ -65,6 +65,11 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         self.scan_prefix("")
     }
 
+    /// Every record without its key, in key order.
+    pub fn values(&self) -> Result<Vec<T>, StoreError> {
+        Ok(self.list()?.into_iter().map(|(_, v)| v).collect())
+    }
+
     /// Records whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, T)>, StoreError> {
         self.tree

@@ -149,6 +149,25 @@ pub enum Call {
     /// Where the controller's HTTPS endpoint is and the pin of its key, for
     /// `metrom host join-command` (which then creates a token with `TokenCreate`).
     InstallerInfo,
+    // Cloud brokerage. Appended.
+    /// Add a cloud account (admin).
+    CloudAdd(CloudAccountSpec),
+    /// The cloud accounts (admin).
+    CloudList,
+    /// Remove a cloud account no environment lives in (admin).
+    CloudRemove {
+        name: String,
+    },
+    /// Sync every account now: reconcile cloud environments with their
+    /// instances and refresh the instance list; answers with that list.
+    CloudSync,
+    /// Every instance of every account's region, as of the last sync (admin).
+    CloudInstances,
+    /// Terminate these instances, each only if it is still an orphan (tagged
+    /// as this controller's, and no environment owns it).
+    CloudGc {
+        instance_ids: Vec<String>,
+    },
 }
 
 impl Call {
@@ -175,6 +194,8 @@ impl Call {
                 | Call::AuditList { .. }
                 | Call::ReportUsage { .. }
                 | Call::InstallerInfo
+                | Call::CloudList
+                | Call::CloudInstances
         )
     }
 }
@@ -357,6 +378,103 @@ pub struct EnvPolicyView {
     pub next_action: Option<String>,
 }
 
+/// `metrom cloud add PROVIDER NAME …`. No credentials travel: the
+/// controller takes them from its own environment or AWS profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudAccountSpec {
+    pub name: String,
+    /// "aws".
+    pub provider: String,
+    pub region: String,
+    /// A profile of the controller's shared AWS files.
+    pub profile: Option<String>,
+    /// A private endpoint (air-gapped sites, tests).
+    pub endpoint: Option<String>,
+    pub subnet: Option<String>,
+    pub security_group: Option<String>,
+    pub key_name: Option<String>,
+    /// Template image name → machine image id (`debian-12` → `ami-…`).
+    pub image_map: BTreeMap<String, String>,
+    /// Call the provider once to check the credentials and endpoint before storing.
+    pub verify: bool,
+}
+
+/// A cloud account as `cloud list` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CloudAccountView {
+    pub name: String,
+    pub provider: String,
+    pub region: String,
+    pub profile: Option<String>,
+    pub endpoint: Option<String>,
+    pub subnet: Option<String>,
+    pub security_group: Option<String>,
+    pub key_name: Option<String>,
+    pub image_map: BTreeMap<String, String>,
+    pub added_at: Timestamp,
+    pub added_by: String,
+    /// Environments placed in it (not deleted).
+    pub environments: u32,
+    pub last_sync: Option<Timestamp>,
+    /// Why the last call to the provider failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// One instance of a cloud account's region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CloudInstanceView {
+    pub account: String,
+    pub provider: String,
+    pub region: String,
+    pub instance_id: String,
+    /// pending, running, stopping, stopped, shutting-down, terminated.
+    pub state: String,
+    pub instance_type: String,
+    pub image: String,
+    pub launched_at: Option<Timestamp>,
+    /// Seconds since it last started, while running.
+    pub uptime_secs: Option<u64>,
+    /// Price per hour of its type from the configured table; None when the
+    /// table does not list the type.
+    pub hourly: Option<f64>,
+    /// Estimated cost per hour now: the price while pending or running, 0 otherwise.
+    pub cost_per_hour: Option<f64>,
+    /// "metrom" (an environment owns it), "orphan" (tagged as this
+    /// controller's, no environment owns it) or "foreign" (not ours).
+    pub ownership: String,
+    pub env: Option<String>,
+    pub env_id: Option<String>,
+    pub owner: Option<String>,
+    /// The instance's Name tag.
+    pub name: Option<String>,
+    /// Its `metrom:controller` tag, when another Metrom controller's.
+    pub controller: Option<String>,
+}
+
+/// `metrom cloud instances`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CloudInventoryView {
+    pub instances: Vec<CloudInstanceView>,
+    /// Oldest full sync among the accounts (None before the first).
+    pub synced_at: Option<Timestamp>,
+    /// Accounts the last sync could not list, with why.
+    pub errors: Vec<String>,
+    /// From `[cloud] currency`.
+    pub currency: String,
+    /// Sum of `cost_per_hour`.
+    pub total_per_hour: f64,
+    /// The `metrom:controller` tag value of this controller.
+    pub controller: String,
+}
+
+/// The answer to `cloud gc`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CloudGcView {
+    pub terminated: Vec<String>,
+    /// (instance, why it was left alone)
+    pub skipped: Vec<(String, String)>,
+}
+
 /// `metrom env create`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnvCreate {
@@ -408,6 +526,10 @@ pub enum Reply {
     EnvPolicies(EnvPolicyView),
     // Appended (see Call).
     Installer(InstallerInfo),
+    // Appended: cloud brokerage.
+    CloudAccounts(Vec<CloudAccountView>),
+    CloudInstances(CloudInventoryView),
+    CloudGc(CloudGcView),
 }
 
 /// A refusal or failure, with what to do about it.

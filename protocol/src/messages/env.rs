@@ -15,6 +15,9 @@ pub enum RuntimeKind {
     Docker,
     /// Anything else a test or an experiment plugs in (the in-memory fake runtime).
     Fake,
+    /// An instance of a cloud account (the controller's cloud broker runs it;
+    /// no agent does). Appended: postcard numbers variants by position.
+    Cloud,
 }
 
 impl RuntimeKind {
@@ -23,6 +26,7 @@ impl RuntimeKind {
             RuntimeKind::Kvm => "kvm",
             RuntimeKind::Docker => "docker",
             RuntimeKind::Fake => "fake",
+            RuntimeKind::Cloud => "cloud",
         }
     }
 
@@ -31,6 +35,7 @@ impl RuntimeKind {
             "kvm" => Some(RuntimeKind::Kvm),
             "docker" => Some(RuntimeKind::Docker),
             "fake" => Some(RuntimeKind::Fake),
+            "cloud" => Some(RuntimeKind::Cloud),
             _ => None,
         }
     }

@@ -3,13 +3,9 @@
 //! loopback. The host is an agent with the fake runtime, so the figure is the
 //! controller's (API, scheduling, store fsync), not a hypervisor's.
 
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::Context;
-use metrom_controller::cli::client::Client;
 use metrom_protocol::identity::IdentityBundle;
-use metrom_protocol::messages::api::{Call, EnvCreate};
 
 use crate::{Cluster, starter_template};
 
@@ -28,42 +24,11 @@ pub async fn run(clients: usize, count: usize) -> anyhow::Result<()> {
         (c, a)
     });
     let identity = IdentityBundle::load(&cluster.identity)?;
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for k in 0..clients {
-        let identity = identity.clone();
-        let latencies = latencies.clone();
-        tasks.push(tokio::spawn(async move {
-            let client = Client::connect(&identity).await?;
-            for i in (k..count).step_by(clients) {
-                let call = Call::EnvCreate(EnvCreate {
-                    name: format!("bench-{i:06}"),
-                    template: "minimal".into(),
-                    version: None,
-                    params: Default::default(),
-                    host: None,
-                    labels: Default::default(),
-                });
-                let t = Instant::now();
-                client
-                    .call(call)
-                    .await
-                    .with_context(|| format!("create bench-{i:06}"))?;
-                latencies.lock().expect("lock").push(t.elapsed());
-            }
-            client.close().await;
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        if let Err(e) = t.await? {
-            cluster.dump_logs();
-            return Err(e);
-        }
-    }
+    let mut l = super::create_envs(&identity, clients, count, "minimal", "bench")
+        .await
+        .inspect_err(|_| cluster.dump_logs())?;
     let secs = start.elapsed().as_secs_f64();
-    let mut l = latencies.lock().expect("lock").clone();
     l.sort();
     let p = |q: f64| l[((l.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
     println!(

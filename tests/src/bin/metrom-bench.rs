@@ -73,6 +73,19 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         reps: usize,
     },
+    /// Launch N environments on an EC2-compatible server (moto_server on
+    /// loopback, from tests/setup.sh) through Metrom; time until all are Running.
+    Cloud {
+        /// How many environments.
+        #[arg(long, default_value_t = 50)]
+        count: usize,
+        /// Concurrent clients creating them.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// `[cloud] poll_interval` of the controller [default: the controller's, 2s].
+        #[arg(long)]
+        poll_interval: Option<String>,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -111,6 +124,20 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(bench::docker::run(reps.max(1)))
+        }
+        Command::Cloud {
+            count,
+            clients,
+            poll_interval,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(bench::cloud::run(
+                count.max(1),
+                clients.max(1),
+                poll_interval.as_deref(),
+            ))
         }
     }
 }

@@ -12,28 +12,15 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// (kind, message) of an environment's events.
-fn events(c: &Cluster, env: &str) -> Vec<(String, String)> {
-    let v: Vec<Value> = c.json(&["env", "events", env, "--limit", "0"]);
-    v.iter()
-        .map(|e| {
-            (
-                e["kind"].as_str().unwrap_or_default().to_string(),
-                e["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn has_event(c: &Cluster, env: &str, kind: &str, text: &str) -> bool {
-    events(c, env)
+    c.events(env)
         .iter()
         .any(|(k, m)| k == kind && m.contains(text))
 }
 
 /// A daily UTC schedule whose working hours began before now and end at the
 /// next whole minute at least 12 s away (so within 72 s).
-fn schedule_ending_soon() -> (String, Timestamp) {
+pub(crate) fn schedule_ending_soon() -> (String, Timestamp) {
     let end = (Timestamp::now().as_second() + 12 + 59) / 60 * 60;
     let mut end_min = (end % 86_400) / 60;
     if end_min == 0 {
@@ -160,7 +147,7 @@ fn a_short_ttl_deletes_and_a_short_schedule_and_idleness_stop() {
             "no activity for 4s (idle policy)"
         ),
         "{:?}",
-        events(&c, "worker")
+        c.events("worker")
     );
     assert_eq!(fake_instances(&agent_dir)[&worker_id]["running"], false);
 
@@ -178,7 +165,7 @@ fn a_short_ttl_deletes_and_a_short_schedule_and_idleness_stop() {
             "deleted by policy: its ttl of 20s extended by 10s ran out"
         ),
         "{:?}",
-        events(&c, &aging_id)
+        c.events(&aging_id)
     );
 
     // Schedule: stopped at the off time, not before.
@@ -187,7 +174,7 @@ fn a_short_ttl_deletes_and_a_short_schedule_and_idleness_stop() {
     assert!(
         has_event(&c, "office", "policy_stop", "working hours ended at"),
         "{:?}",
-        events(&c, "office")
+        c.events("office")
     );
     assert_eq!(fake_instances(&agent_dir)[&office_id]["running"], false);
 
