@@ -207,7 +207,16 @@ pub fn init_cluster(args: &InitArgs) -> anyhow::Result<PathBuf> {
          # idle = \"2h\"\n\
          # [pricing]\n\
          # currency = \"EUR\"\n\
-         # vcpu_hour = 0.02\n",
+         # vcpu_hour = 0.02\n\
+         # Cloud brokerage: sync and retry timing, the instance-type and price table (docs/cloud.md):\n\
+         # [cloud]\n\
+         # sync_interval = \"60s\"\n\
+         # currency = \"USD\"\n\
+         # [[cloud.instance_types]]\n\
+         # name = \"t3.micro\"\n\
+         # vcpus = 2\n\
+         # memory = \"1GiB\"\n\
+         # hourly = 0.0104\n",
         args.advertise,
         https = https_example,
     );

@@ -6,8 +6,8 @@
 //! command does).
 
 pub mod bench;
-pub mod gateway;
 pub mod ec2;
+pub mod gateway;
 pub mod proc;
 
 use std::net::{TcpListener, UdpSocket};
