@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use metrom_protocol::messages::api::{ApiError, ApiResponse, DockerArchiveView, Reply};
 use metrom_protocol::messages::env::DockerArchiveRef;
 
-use super::images::{check_name, dir, path_of, receive};
+use super::images::{check_name, dir, keep_blob, path_of, receive};
 use super::{Caller, durable, store_err};
 use crate::state::Controller;
 use crate::store::{DockerArchiveRecord, StoreError};
@@ -69,13 +69,7 @@ pub(super) async fn import(
             )));
         }
     };
-    let path = path_of(ctrl, &digest);
-    if path.exists() {
-        let _ = std::fs::remove_file(&tmp);
-    } else if let Err(e) = std::fs::rename(&tmp, &path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ApiError::internal(format!("image store: {e}")));
-    }
+    keep_blob(ctrl, &tmp, &digest)?;
     let rec = DockerArchiveRecord {
         name: name.to_string(),
         digest,

@@ -2,7 +2,7 @@
 //! `DATA_DIR/images/<sha256 hex>`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use metrom_protocol::messages::api::{ApiError, ApiResponse, ImageView, Reply};
@@ -24,6 +24,19 @@ pub fn dir(ctrl: &Controller) -> PathBuf {
 /// The file of an image with this digest (`sha256:<hex>`).
 pub fn path_of(ctrl: &Controller, digest: &str) -> PathBuf {
     dir(ctrl).join(digest.trim_start_matches("sha256:"))
+}
+
+/// Moves a received upload into the content-addressed store under its digest
+/// (a blob already there is the same bytes: the upload is dropped).
+pub fn keep_blob(ctrl: &Controller, tmp: &Path, digest: &str) -> Result<(), ApiError> {
+    let path = path_of(ctrl, digest);
+    if path.exists() {
+        let _ = std::fs::remove_file(tmp);
+    } else if let Err(e) = std::fs::rename(tmp, &path) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(ApiError::internal(format!("image store: {e}")));
+    }
+    Ok(())
 }
 
 /// Receives `size` bytes from the request stream into the image store.
@@ -74,13 +87,7 @@ pub(super) async fn import(
             "{name} is a qcow2 image; import it with --format qcow2"
         )));
     }
-    let path = path_of(ctrl, &digest);
-    if path.exists() {
-        let _ = std::fs::remove_file(&tmp);
-    } else if let Err(e) = std::fs::rename(&tmp, &path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ApiError::internal(format!("image store: {e}")));
-    }
+    keep_blob(ctrl, &tmp, &digest)?;
     let rec = ImageRecord {
         name: name.to_string(),
         digest,

@@ -119,9 +119,12 @@ impl Client {
         })
     }
 
-    /// Sends one call and waits for its answer.
-    pub async fn call(&self, call: Call) -> Result<Reply, ClientError> {
-        let (mut send, mut recv) = self
+    /// Opens a stream and sends the call on it.
+    async fn request(
+        &self,
+        call: Call,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let (mut send, recv) = self
             .conn
             .open_bi()
             .await
@@ -133,14 +136,25 @@ impl Client {
         codec::write_message(&mut send, &req, self.max_frame)
             .await
             .map_err(|e| self.frame(e))?;
-        let _ = send.finish();
-        let resp: ApiResponse = codec::read_message(&mut recv, self.max_frame)
+        Ok((send, recv))
+    }
+
+    /// Reads the controller's answer to a request.
+    async fn answer(&self, recv: &mut quinn::RecvStream) -> Result<Reply, ClientError> {
+        let resp: ApiResponse = codec::read_message(recv, self.max_frame)
             .await
             .map_err(|e| self.frame(e))?
             .ok_or_else(|| {
                 self.broken("the controller closed the stream without answering".into())
             })?;
         Ok(resp?)
+    }
+
+    /// Sends one call and waits for its answer.
+    pub async fn call(&self, call: Call) -> Result<Reply, ClientError> {
+        let (mut send, mut recv) = self.request(call).await?;
+        let _ = send.finish();
+        self.answer(&mut recv).await
     }
 
     /// Sends a call followed by `size` raw bytes of `file`, reporting how many
@@ -153,18 +167,7 @@ impl Client {
         progress: impl Fn(u64),
     ) -> Result<Reply, ClientError> {
         use tokio::io::AsyncReadExt;
-        let (mut send, mut recv) = self
-            .conn
-            .open_bi()
-            .await
-            .map_err(|e| self.broken(e.to_string()))?;
-        let req = ApiRequest {
-            version: PROTOCOL_VERSION,
-            call,
-        };
-        codec::write_message(&mut send, &req, self.max_frame)
-            .await
-            .map_err(|e| self.frame(e))?;
+        let (mut send, mut recv) = self.request(call).await?;
         let mut f = tokio::fs::File::open(file)
             .await
             .map_err(|e| ClientError::Stream(format!("{}: {e}", file.display())))?;
@@ -194,13 +197,7 @@ impl Client {
             progress(sent);
         }
         let _ = send.finish();
-        let resp: ApiResponse = codec::read_message(&mut recv, self.max_frame)
-            .await
-            .map_err(|e| self.frame(e))?
-            .ok_or_else(|| {
-                self.broken("the controller closed the stream without answering".into())
-            })?;
-        Ok(resp?)
+        self.answer(&mut recv).await
     }
 
     /// Closes the connection politely.
