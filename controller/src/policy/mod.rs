@@ -95,6 +95,10 @@ pub fn env_view(ctrl: &Controller, r: &EnvRecord, now: Timestamp) -> EnvPolicyVi
         });
     }
     let activity = match ctrl.activity.activity(&r.id, now) {
+        // No agent runs in a cloud instance: nothing measures its activity.
+        _ if r.runtime == metrom_protocol::messages::env::RuntimeKind::Cloud => {
+            "not measured in the cloud: the idle policy does not apply (docs/cloud.md)".to_string()
+        }
         Activity::Unreported => "no activity figures from its host".to_string(),
         Activity::IdleSince(t) => match ctrl.activity.last_active(&r.id) {
             Some(a) => format!(

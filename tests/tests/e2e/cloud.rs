@@ -342,10 +342,20 @@ fn working_hours_stop_a_cloud_environment_and_its_instance() {
         "cloudy",
         "--schedule",
         &schedule,
+        "--idle",
+        "1h",
     ]);
     c.wait_env_state("desk", "Running", WAIT);
     let inst = instance_of(&moto, created["id"].as_str().unwrap());
     assert_eq!(inst.state, "running");
+    // Nothing measures a cloud instance's activity, and env show says so.
+    let shown: Value = c.json(&["env", "show", "desk"]);
+    assert!(
+        shown["policies"]["activity"]
+            .as_str()
+            .is_some_and(|a| a.contains("idle policy does not apply")),
+        "{shown}"
+    );
 
     // Stopped by the schedule at the off time, not before: instance too.
     c.wait_env_state("desk", "Stopped", Duration::from_secs(100));
