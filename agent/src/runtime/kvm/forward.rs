@@ -176,7 +176,7 @@ mod tests {
     #[tokio::test]
     async fn allocations_are_stable_disjoint_and_relay_traffic() {
         let dir = tempfile::tempdir().unwrap();
-        let f = Forwarder::new(dir.path(), (39100, 39199));
+        let f = Forwarder::new(dir.path(), (32600, 32699));
         let a = EnvId::parse("e-a").unwrap();
         let b = EnvId::parse("e-b").unwrap();
         let web = [Exposed {
@@ -187,7 +187,7 @@ mod tests {
         let pb = f.allocate(&b, &web);
         assert_ne!(pa[0].host_port, pb[0].host_port);
         assert_eq!(
-            Forwarder::new(dir.path(), (39100, 39199)).allocate(&a, &web),
+            Forwarder::new(dir.path(), (32600, 32699)).allocate(&a, &web),
             pa,
             "remembered"
         );
@@ -208,13 +208,20 @@ mod tests {
             protocol: "tcp".into(),
         }];
         f.ensure(&a, Ipv4Addr::LOCALHOST, &mapping);
+        // The range lies below Linux's ephemeral ports (32768+), so a connect
+        // before the relay listens cannot meet itself (a TCP self-connect);
+        // each read is bounded all the same.
         let mut got = Vec::new();
         for _ in 0..50 {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", pa[0].host_port)).await {
-                tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got)
+                let read = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got);
+                if tokio::time::timeout(std::time::Duration::from_secs(5), read)
                     .await
-                    .unwrap();
-                break;
+                    .is_ok_and(|r| r.is_ok())
+                {
+                    break;
+                }
+                got.clear();
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
