@@ -197,7 +197,15 @@ pub(super) async fn up(args: UpArgs, fmt: Format) -> anyhow::Result<()> {
             .iter()
             .find(|h| h.id.as_str() == host_id)
             .expect("ready host");
-        match sample_environment(&client, host, args.sample_image.clone(), fmt).await {
+        match sample_environment(
+            &client,
+            host,
+            args.sample_image.clone(),
+            &dir.join("agent.log"),
+            fmt,
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
                 eprintln!(
@@ -307,21 +315,37 @@ const MINIMAL_TEMPLATE: [(&str, &[u8]); 2] = [
     ),
 ];
 
+/// The agent's last "kvm runtime is not available" reason in its log.
+fn kvm_runtime_failure(agent_log: &Path) -> Option<String> {
+    const MARK: &str = "the kvm runtime is not available: ";
+    let log = std::fs::read_to_string(agent_log).ok()?;
+    let line = log.lines().rev().find(|l| l.contains(MARK))?;
+    Some(line[line.find(MARK)? + MARK.len()..].to_string())
+}
+
 /// Creates (once) and waits for the sample environment on a kvm host with an
 /// image to boot. Returns None, with a hint, when it cannot.
 async fn sample_environment(
     client: &Client,
     host: &metrom_protocol::messages::api::HostView,
     image: Option<PathBuf>,
+    agent_log: &Path,
     fmt: Format,
 ) -> anyhow::Result<Option<metrom_protocol::messages::api::EnvView>> {
     use metrom_protocol::messages::api::{EnvCreate, ErrorKind};
     use metrom_protocol::messages::env::{RuntimeKind, TemplateFile};
     if !host.facts.runtimes.contains(&RuntimeKind::Kvm) {
-        eprintln!(
-            "no sample environment: this host offers no kvm runtime ({}); start libvirtd and run `metrom up` again",
-            host.facts.capabilities.libvirt.detail
-        );
+        let libvirt = &host.facts.capabilities.libvirt;
+        match kvm_runtime_failure(agent_log) {
+            // libvirt answers, yet the agent could not open the runtime: say why.
+            Some(why) if libvirt.available => {
+                eprintln!("no sample environment: the agent could not open the kvm runtime: {why}")
+            }
+            _ => eprintln!(
+                "no sample environment: this host offers no kvm runtime ({}); start libvirtd and run `metrom up` again",
+                libvirt.detail
+            ),
+        }
         return Ok(None);
     }
     match client

@@ -355,6 +355,69 @@ fn metrom_up_runs_a_controller_and_a_local_agent() {
     assert!(!data.join("controller.pid").exists());
 }
 
+/// Removes a libvirt storage pool the test defined.
+struct PoolGuard(String);
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        let _ = metrom_tests::virsh(&["pool-undefine", &self.0]);
+    }
+}
+
+#[test]
+fn metrom_up_says_why_the_agent_could_not_open_the_kvm_runtime() {
+    let home = tempfile::Builder::new()
+        .prefix("metrom-up-")
+        .tempdir()
+        .unwrap();
+    let data = home.path().join("data");
+    // A pool of the agent's pool name already exists for another folder.
+    let pool = format!("metrom-uptest-{}", std::process::id());
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let defined = std::process::Command::new("virsh")
+        .args([
+            "-c",
+            "qemu:///system",
+            "pool-define-as",
+            &pool,
+            "dir",
+            "--target",
+        ])
+        .arg(&elsewhere)
+        .output()
+        .expect("virsh (tests/setup.sh installs libvirt)");
+    assert!(defined.status.success(), "{}", stderr(&defined));
+    let _pool = PoolGuard(pool.clone());
+    let agent_toml = home.path().join("agent.toml");
+    std::fs::write(&agent_toml, format!("kvm_pool = \"{pool}\"\n")).unwrap();
+    let _guard = UpGuard {
+        home: home.path().to_path_buf(),
+        data: data.clone(),
+    };
+    let out = std::process::Command::new(metrom_tests::bin("metrom"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--port", &metrom_tests::free_udp_port().to_string()])
+        .arg("--agent-config")
+        .arg(&agent_toml)
+        .env("HOME", home.path())
+        .env_remove("METROM_IDENTITY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    // Not "start libvirtd" (libvirt answers): the agent's own reason.
+    let err = stderr(&out);
+    assert!(
+        err.contains("the agent could not open the kvm runtime")
+            && err.contains(&format!(
+                "a libvirt storage pool named {pool} already exists"
+            )),
+        "{err}"
+    );
+}
+
 #[test]
 fn agents_renew_their_certificate_before_it_expires() {
     let mut c = Cluster::start();
