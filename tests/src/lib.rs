@@ -723,3 +723,34 @@ pub fn stderr(out: &Output) -> String {
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The two-service compose file of the docker tests and `metrom-bench
+/// docker-up`: `web` (busybox httpd on a named volume, published on
+/// `host_port`) waits for `db`, which is healthy two seconds after it starts.
+pub fn web_db_compose(image: &str, host_port: u16) -> String {
+    format!(
+        r#"services:
+  web:
+    image: {image}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports:
+      - "{host_port}:8080"
+    volumes:
+      - site:/www
+    depends_on:
+      db:
+        condition: service_healthy
+  db:
+    image: {image}
+    # Healthy two seconds after it starts.
+    command: ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 1000000"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 1s
+      timeout: 1s
+      retries: 60
+volumes:
+  site:
+"#
+    )
+}

@@ -78,20 +78,7 @@ pub(super) async fn run(client: &Client, cmd: ImageCommand, fmt: Format) -> Resu
                     )));
                 }
             };
-            let bar = if fmt == Format::Table {
-                let b = indicatif::ProgressBar::new(size);
-                b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .expect("style")
-                    .progress_chars("=> "),
-                );
-                b.set_message(format!("importing {name}"));
-                Some(b)
-            } else {
-                None
-            };
+            let bar = upload_bar(size, &name, fmt);
             let progress = |n: u64| {
                 if let Some(b) = &bar {
                     b.set_position(n);

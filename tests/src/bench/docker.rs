@@ -22,30 +22,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// The compose file both sides run. The image names its registry, so Metrom
 /// and docker-compose use the very same reference.
 fn compose_yaml() -> String {
-    format!(
-        r#"services:
-  web:
-    image: {IMAGE}
-    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-    ports:
-      - "18080:8080"
-    volumes:
-      - site:/www
-    depends_on:
-      db:
-        condition: service_healthy
-  db:
-    image: {IMAGE}
-    command: ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 1000000"]
-    healthcheck:
-      test: ["CMD", "test", "-f", "/tmp/ready"]
-      interval: 1s
-      timeout: 1s
-      retries: 60
-volumes:
-  site:
-"#
-    )
+    crate::web_db_compose(IMAGE, 18080)
 }
 
 pub async fn run(reps: usize) -> anyhow::Result<()> {

@@ -94,31 +94,7 @@ fn web_db_template(c: &Cluster, name: &str, image: &str) -> PathBuf {
     .unwrap();
     std::fs::write(
         dir.join("compose.yaml"),
-        format!(
-            r#"services:
-  web:
-    image: {image}
-    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-    ports:
-      - "8080:8080"
-    volumes:
-      - site:/www
-    depends_on:
-      db:
-        condition: service_healthy
-  db:
-    image: {image}
-    # Healthy two seconds after it starts.
-    command: ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 1000000"]
-    healthcheck:
-      test: ["CMD", "test", "-f", "/tmp/ready"]
-      interval: 1s
-      timeout: 1s
-      retries: 60
-volumes:
-  site:
-"#
-        ),
+        metrom_tests::web_db_compose(image, 8080),
     )
     .unwrap();
     dir
